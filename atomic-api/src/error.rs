@@ -18,7 +18,11 @@ pub enum Error {
     Misaligned { index: usize, detail: String },
     /// A segment or read reaches past the logical address space.
     #[error("segment {index}: sectors {lba}..{lba}+{sectors} are outside the logical space")]
-    OutOfRange { index: usize, lba: u64, sectors: u64 },
+    OutOfRange {
+        index: usize,
+        lba: u64,
+        sectors: u64,
+    },
     /// Two segments of one request touch the same sector.
     #[error("segments {first} and {second} overlap")]
     Overlap { first: usize, second: usize },
@@ -63,9 +67,9 @@ impl Error {
     /// The closest errno, for file systems that report errors to POSIX callers.
     pub fn errno(&self) -> i32 {
         match self {
-            Error::NoSpace { .. } => 28, // ENOSPC
-            Error::ReadOnly => 30,       // EROFS
-            Error::Misaligned { .. } | Error::Overlap { .. } => 22, // EINVAL
+            Error::NoSpace { .. } => 28,                             // ENOSPC
+            Error::ReadOnly => 30,                                   // EROFS
+            Error::Misaligned { .. } | Error::Overlap { .. } => 22,  // EINVAL
             Error::OutOfRange { .. } | Error::TooLarge { .. } => 27, // EFBIG
             Error::Io { .. } | Error::Failed { .. } | Error::Corrupt { .. } => 5, // EIO
         }

@@ -50,13 +50,13 @@ pub struct MemDevice {
 impl MemDevice {
     /// A device with `sector_size`-byte sectors holding at most
     /// `capacity_bytes` of live data; 2^60 logical sectors, 1024 segments
-    /// and 16 MiB per request.
+    /// and 4 MiB per request.
     pub fn new(sector_size: u32, capacity_bytes: u64) -> Self {
         let geometry = Geometry {
             sector_size,
             logical_sectors: MIN_LOGICAL_SECTORS,
             max_segments: 1024,
-            max_request_bytes: 16 << 20,
+            max_request_bytes: 4 << 20,
         };
         Self::with_geometry(geometry, capacity_bytes)
     }
@@ -147,7 +147,10 @@ fn apply(geometry: &Geometry, sectors: &mut Sectors, request: &Request) {
                     sectors.insert(lba + i as u64, chunk.into());
                 }
             }
-            Segment::Trim { lba, sectors: count } => {
+            Segment::Trim {
+                lba,
+                sectors: count,
+            } => {
                 let doomed: Vec<u64> = sectors.range(*lba..lba + count).map(|(k, _)| *k).collect();
                 for key in doomed {
                     sectors.remove(&key);

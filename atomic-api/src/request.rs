@@ -46,7 +46,10 @@ impl Request {
 
     /// Appends a write segment.
     pub fn write(&mut self, lba: u64, data: impl Into<Vec<u8>>) -> &mut Self {
-        self.segments.push(Segment::Write { lba, data: data.into() });
+        self.segments.push(Segment::Write {
+            lba,
+            data: data.into(),
+        });
         self
     }
 
@@ -119,14 +122,16 @@ impl Request {
                             detail: "write of zero bytes".into(),
                         });
                     }
-                    geometry.sectors_in(data.len()).ok_or_else(|| Error::Misaligned {
-                        index,
-                        detail: format!(
-                            "write of {} bytes is not a multiple of the {}-byte sector",
-                            data.len(),
-                            geometry.sector_size
-                        ),
-                    })?
+                    geometry
+                        .sectors_in(data.len())
+                        .ok_or_else(|| Error::Misaligned {
+                            index,
+                            detail: format!(
+                                "write of {} bytes is not a multiple of the {}-byte sector",
+                                data.len(),
+                                geometry.sector_size
+                            ),
+                        })?
                 }
                 Segment::Trim { sectors, .. } => {
                     if *sectors == 0 {
@@ -146,7 +151,10 @@ impl Request {
         for pair in ranges.windows(2) {
             if pair[1].0 < pair[0].1 {
                 let (a, b) = (pair[0].2.min(pair[1].2), pair[0].2.max(pair[1].2));
-                return Err(Error::Overlap { first: a, second: b });
+                return Err(Error::Overlap {
+                    first: a,
+                    second: b,
+                });
             }
         }
         Ok(())
@@ -158,7 +166,11 @@ impl Request {
 pub fn check_range(geometry: &Geometry, index: usize, lba: u64, sectors: u64) -> Result<()> {
     match lba.checked_add(sectors) {
         Some(end) if end <= geometry.logical_sectors => Ok(()),
-        _ => Err(Error::OutOfRange { index, lba, sectors }),
+        _ => Err(Error::OutOfRange {
+            index,
+            lba,
+            sectors,
+        }),
     }
 }
 
