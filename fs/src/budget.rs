@@ -1,0 +1,95 @@
+//! Byte budgets per operation (issue 3), shared by the MemDevice tests here
+//! and later LogDevice tests.
+//!
+//! The budgets are media bytes for "operation + fsync" with 512-byte
+//! sectors on the real block layer, which writes one 512-byte header sector
+//! per flush plus the distinct data sectors of the batch. On a device that
+//! does not count media bytes (MemDevice) tests assert the number of
+//! distinct sectors written by the operation's requests is at most
+//! `budget / 512 - 1`.
+
+use std::collections::BTreeSet;
+
+use atomic_api::{Request, Segment};
+
+/// One budgeted operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budget {
+    pub name: &'static str,
+    /// Media bytes allowed for the operation plus one fsync.
+    pub bytes: u64,
+}
+
+/// Header bytes the block layer writes per flush (one 512-byte sector).
+pub const HEADER_BYTES: u64 = 512;
+
+pub const CREATE_EMPTY: Budget = Budget {
+    name: "create empty file + fsync",
+    bytes: 2048,
+};
+pub const CREATE_WRITE_4K: Budget = Budget {
+    name: "create + write 4 KiB + fsync",
+    bytes: 6144,
+};
+pub const APPEND_4K: Budget = Budget {
+    name: "append 4 KiB + fsync",
+    bytes: 5120,
+};
+pub const APPEND_100B: Budget = Budget {
+    name: "append 100 B + fsync",
+    bytes: 1536,
+};
+pub const RENAME_SAME_DIR: Budget = Budget {
+    name: "rename within a directory + fsync",
+    bytes: 2560,
+};
+pub const UNLINK: Budget = Budget {
+    name: "unlink + fsync",
+    bytes: 1536,
+};
+pub const RMDIR: Budget = Budget {
+    name: "rmdir + fsync",
+    bytes: 1536,
+};
+pub const MKDIR: Budget = Budget {
+    name: "mkdir + fsync",
+    bytes: 2048,
+};
+
+/// Every budget, for table-driven tests.
+pub const ALL: [Budget; 8] = [
+    CREATE_EMPTY,
+    CREATE_WRITE_4K,
+    APPEND_4K,
+    APPEND_100B,
+    RENAME_SAME_DIR,
+    UNLINK,
+    RMDIR,
+    MKDIR,
+];
+
+impl Budget {
+    /// Most distinct data sectors of `sector_size` bytes the operation may
+    /// write (the budget less one header sector).
+    pub fn max_sectors(&self, sector_size: u32) -> u64 {
+        (self.bytes - HEADER_BYTES) / u64::from(sector_size)
+    }
+}
+
+/// Distinct sectors written by `requests` (a sector written twice counts
+/// once, as group commit coalesces it); trims write nothing.
+pub fn distinct_sectors_written<'a>(
+    requests: impl IntoIterator<Item = &'a Request>,
+    sector_size: u32,
+) -> u64 {
+    let mut sectors = BTreeSet::new();
+    for request in requests {
+        for segment in request.segments() {
+            if let Segment::Write { lba, data } = segment {
+                let n = data.len() as u64 / u64::from(sector_size);
+                sectors.extend(*lba..lba + n);
+            }
+        }
+    }
+    sectors.len() as u64
+}

@@ -1,0 +1,162 @@
+//! The file-system core: POSIX operations by inode number, generic over any
+//! [`AtomicDevice`], with no FUSE types.
+//!
+//! # The rule
+//!
+//! Every state-changing operation builds exactly ONE [`Request`] from
+//! cached metadata (a [`txn::Txn`]), submits it, and only after `submit`
+//! returns Ok installs the new metadata in its caches. A failed submit
+//! (NoSpace, Io) returns ENOSPC/EIO and leaves memory and media exactly as
+//! before. After an I/O failure the file system refuses all further changes
+//! with EIO (the device is fail-stop too). Read-only operations submit
+//! nothing.
+//!
+//! # atime policy
+//!
+//! `noatime`: reads never write. atime changes only through `setattr`
+//! (utimens) and at creation. This keeps every read free of media writes;
+//! the FUSE adapter should report `noatime` semantics in its docs.
+//!
+//! # Locking
+//!
+//! One mutex around the metadata state (inode cache, directory-bucket cache,
+//! open counts, inode allocator). File data reads take the lock only to
+//! snapshot the size, then read the device without it.
+
+pub mod types;
+
+mod alloc;
+mod attr;
+mod cache;
+mod dir;
+mod file;
+mod mount;
+mod namespace;
+mod perm;
+mod state;
+mod txn;
+mod xattr;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use atomic_api::{AtomicDevice, Request};
+
+use crate::errno::{Errno, Result};
+use crate::format::{Layout, Superblock};
+use state::State;
+use types::Clock;
+
+pub use mount::mkfs;
+
+/// A mounted atomfs over the device `D`.
+///
+/// Methods take `&self`; `Fs` is `Send + Sync` so a multi-threaded FUSE
+/// session can share it behind an `Arc`.
+pub struct Fs<D: AtomicDevice> {
+    dev: D,
+    sb: Superblock,
+    layout: Layout,
+    clock: Arc<dyn Clock>,
+    read_only: bool,
+    sync: bool,
+    state: Mutex<State>,
+}
+
+impl<D: AtomicDevice> Fs<D> {
+    /// The device underneath.
+    pub fn device(&self) -> &D {
+        &self.dev
+    }
+
+    /// The superblock read at mount.
+    pub fn superblock(&self) -> &Superblock {
+        &self.sb
+    }
+
+    /// Where everything lives.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// True if mounted read-only.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// Flushes and gives the device back (unmount).
+    pub fn unmount(self) -> Result<D> {
+        self.sync()?;
+        Ok(self.dev)
+    }
+
+    /// Makes everything done so far durable (`device.flush()`).
+    pub fn sync(&self) -> Result<()> {
+        let mut st = self.lock();
+        self.flush_locked(&mut st)
+    }
+
+    /// fsync / fdatasync of a file: a device flush (every change is already
+    /// one request, so there is nothing else to write).
+    pub fn fsync(&self, _ino: u64, _datasync: bool) -> Result<()> {
+        self.sync()
+    }
+
+    /// fsyncdir: a device flush.
+    pub fn fsyncdir(&self, _ino: u64, _datasync: bool) -> Result<()> {
+        self.sync()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Caches are only modified after a successful submit, in code that
+        // does not panic midway, so a poisoned lock still guards consistent
+        // state.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn flush_locked(&self, st: &mut State) -> Result<()> {
+        if st.failed {
+            return Err(Errno::EIO);
+        }
+        self.dev.flush().map_err(|e| {
+            st.failed = true;
+            log::error!("atomfs: flush failed, refusing further writes: {e}");
+            Errno::EIO
+        })
+    }
+
+    /// Submits one request; on failure marks the fs failed for I/O errors.
+    /// Callers update caches only after this returns Ok.
+    fn submit(&self, st: &mut State, req: Request) -> Result<()> {
+        if st.failed {
+            return Err(Errno::EIO);
+        }
+        if req.is_empty() {
+            return Ok(());
+        }
+        match self.dev.submit(req) {
+            Ok(()) => {
+                if self.sync {
+                    self.flush_locked(st)?;
+                }
+                Ok(())
+            }
+            Err(e) if e.is_rejection() => Err(Errno(e.errno())),
+            Err(e) => {
+                st.failed = true;
+                log::error!("atomfs: device failed, refusing further writes: {e}");
+                Err(Errno::EIO)
+            }
+        }
+    }
+
+    /// Refuses changes on a read-only or failed file system.
+    fn writable(&self, st: &State) -> Result<()> {
+        if self.read_only {
+            Err(Errno::EROFS)
+        } else if st.failed {
+            Err(Errno::EIO)
+        } else {
+            Ok(())
+        }
+    }
+}
