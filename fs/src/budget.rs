@@ -93,3 +93,59 @@ pub fn distinct_sectors_written<'a>(
     }
     sectors.len() as u64
 }
+
+/// A device wrapper that records every accepted request, so tests can count
+/// requests and the distinct sectors they write on any `AtomicDevice`.
+pub struct Recorder<D> {
+    inner: D,
+    log: std::sync::Mutex<Vec<Request>>,
+}
+
+impl<D: atomic_api::AtomicDevice> Recorder<D> {
+    pub fn new(inner: D) -> Self {
+        Recorder {
+            inner,
+            log: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The wrapped device.
+    pub fn inner(&self) -> &D {
+        &self.inner
+    }
+
+    /// Takes the requests recorded since the last call.
+    pub fn take(&self) -> Vec<Request> {
+        std::mem::take(&mut *self.log.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl<D: atomic_api::AtomicDevice> atomic_api::AtomicDevice for Recorder<D> {
+    fn geometry(&self) -> atomic_api::Geometry {
+        self.inner.geometry()
+    }
+    fn submit(&self, request: Request) -> atomic_api::Result<()> {
+        let copy = request.clone();
+        self.inner.submit(request)?;
+        self.log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(copy);
+        Ok(())
+    }
+    fn read(&self, lba: u64, buf: &mut [u8]) -> atomic_api::Result<()> {
+        self.inner.read(lba, buf)
+    }
+    fn flush(&self) -> atomic_api::Result<()> {
+        self.inner.flush()
+    }
+    fn next_mapped(&self, from: u64) -> atomic_api::Result<Option<std::ops::Range<u64>>> {
+        self.inner.next_mapped(from)
+    }
+    fn space(&self) -> atomic_api::Space {
+        self.inner.space()
+    }
+    fn stats(&self) -> atomic_api::Stats {
+        self.inner.stats()
+    }
+}

@@ -51,6 +51,7 @@ errnos!(
     EOVERFLOW,
     ENOSYS,
     EUCLEAN,
+    ENODEV,
 );
 
 impl Errno {
