@@ -4,4 +4,20 @@
 
 pub mod media;
 
+mod check;
+mod checkpoint;
+mod codec;
+mod device;
+mod extent_map;
+mod gc;
+mod layout;
+mod placement;
+mod record;
+mod recovery;
+mod segments;
+mod state;
+
 pub use media::{AlignedBuf, Media};
+
+pub use check::{check, CheckReport, Finding, Severity};
+pub use device::{FormatOptions, LogDevice, OpenError, OpenOptions};

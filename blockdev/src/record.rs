@@ -1,0 +1,281 @@
+//! Log records: a header (one sector in the common case) followed by the
+//! payload sectors, written as one sequential media write. The crc32c covers
+//! the header and the payload, so a torn or partly written record never
+//! validates. See `blockdev/FORMAT.md` for the byte layout.
+
+use crate::codec::{
+    get_u16, get_u32, get_u64, get_varint, put_u32, put_u64, put_varint, varint_len,
+};
+
+/// Magic at byte 0 of every record header: "ATMR".
+pub const REC_MAGIC: u32 = u32::from_le_bytes(*b"ATMR");
+/// Record format version.
+pub const REC_VERSION: u8 = 1;
+/// Bytes of the fixed part of the first header sector.
+pub const REC_FIXED: usize = 64;
+/// Offset of the crc32c inside the header.
+const CRC_AT: usize = 56;
+/// Most segments one record may continue into (all listed in its first 512
+/// bytes).
+pub const MAX_SPAN: usize = (512 - REC_FIXED) / 4;
+
+/// Which log stream a record belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Caller requests (a group-commit batch).
+    User = 1,
+    /// Live data moved by garbage collection.
+    Gc = 2,
+}
+
+impl Kind {
+    fn from_u8(v: u8) -> Option<Kind> {
+        match v {
+            1 => Some(Kind::User),
+            2 => Some(Kind::Gc),
+            _ => None,
+        }
+    }
+}
+
+/// A run of payload: `len` sectors for logical sectors `lba..`; for GC
+/// records `old` is the media sector the data was copied from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Run {
+    pub lba: u64,
+    pub len: u64,
+    pub old: u64,
+}
+
+/// Everything in a record header.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordHeader {
+    pub kind: Kind,
+    pub header_sectors: u32,
+    pub uuid: [u8; 16],
+    pub epoch: u64,
+    pub seq: u64,
+    pub payload_sectors: u64,
+    /// Segments the record (and then the stream) continues into, in order.
+    pub span: Vec<u32>,
+    /// Payload runs, in payload order.
+    pub runs: Vec<Run>,
+    /// Trimmed ranges `(lba, sectors)`; applied before the runs.
+    pub trims: Vec<(u64, u64)>,
+}
+
+/// Bytes the entries of a record take.
+pub fn entry_bytes(kind: Kind, runs: &[Run], trims: &[(u64, u64)]) -> usize {
+    let r: usize = runs
+        .iter()
+        .map(|r| {
+            varint_len(r.len << 1)
+                + varint_len(r.lba)
+                + if kind == Kind::Gc {
+                    varint_len(r.old)
+                } else {
+                    0
+                }
+        })
+        .sum();
+    let t: usize = trims
+        .iter()
+        .map(|(lba, n)| varint_len((n << 1) | 1) + varint_len(*lba))
+        .sum();
+    r + t
+}
+
+/// Header sectors for a record with `span` continuation segments and
+/// `entry_bytes` of entries.
+pub fn header_sectors_for(ss: u64, span: usize, entry_bytes: usize) -> u32 {
+    ((REC_FIXED + 4 * span + entry_bytes) as u64).div_ceil(ss) as u32
+}
+
+impl RecordHeader {
+    /// Encodes into `out` (exactly `header_sectors * ss` bytes) with the crc
+    /// field zero; fill it with [`set_crc`] once the payload is known.
+    pub fn encode_into(&self, out: &mut [u8]) {
+        out.fill(0);
+        put_u32(out, 0, REC_MAGIC);
+        out[4] = REC_VERSION;
+        out[5] = self.kind as u8;
+        out[6..8].copy_from_slice(&(self.span.len() as u16).to_le_bytes());
+        out[8..24].copy_from_slice(&self.uuid);
+        put_u64(out, 24, self.epoch);
+        put_u64(out, 32, self.seq);
+        put_u32(out, 40, self.payload_sectors as u32);
+        put_u32(out, 44, self.header_sectors);
+        put_u32(out, 48, (self.runs.len() + self.trims.len()) as u32);
+        let mut at = REC_FIXED;
+        for s in &self.span {
+            put_u32(out, at, *s);
+            at += 4;
+        }
+        let mut e = Vec::with_capacity(entry_bytes(self.kind, &self.runs, &self.trims));
+        for (lba, n) in &self.trims {
+            put_varint(&mut e, (n << 1) | 1);
+            put_varint(&mut e, *lba);
+        }
+        for r in &self.runs {
+            put_varint(&mut e, r.len << 1);
+            put_varint(&mut e, r.lba);
+            if self.kind == Kind::Gc {
+                put_varint(&mut e, r.old);
+            }
+        }
+        put_u32(out, 52, e.len() as u32);
+        out[at..at + e.len()].copy_from_slice(&e);
+    }
+}
+
+/// The crc32c of a record: header (crc field as zero) then payload.
+pub fn record_crc(header: &[u8], payload: &[u8]) -> u32 {
+    let c = crc32c::crc32c(&header[..CRC_AT]);
+    let c = crc32c::crc32c_append(c, &[0u8; 4]);
+    let c = crc32c::crc32c_append(c, &header[CRC_AT + 4..]);
+    crc32c::crc32c_append(c, payload)
+}
+
+pub fn set_crc(header: &mut [u8], crc: u32) {
+    put_u32(header, CRC_AT, crc);
+}
+
+pub fn stored_crc(header: &[u8]) -> u32 {
+    get_u32(header, CRC_AT)
+}
+
+/// Parses the fixed part and the span list from the first header sector.
+/// Entries are left empty; see [`parse_entries`]. Checks only structure.
+pub fn parse_fixed(first: &[u8]) -> Result<RecordHeader, &'static str> {
+    if first.len() < 512 {
+        return Err("short header");
+    }
+    if get_u32(first, 0) != REC_MAGIC {
+        return Err("no record magic");
+    }
+    if first[4] != REC_VERSION {
+        return Err("unknown record version");
+    }
+    let kind = Kind::from_u8(first[5]).ok_or("unknown record kind")?;
+    let span_count = get_u16(first, 6) as usize;
+    if span_count > MAX_SPAN {
+        return Err("span list too long");
+    }
+    let mut uuid = [0u8; 16];
+    uuid.copy_from_slice(&first[8..24]);
+    let header_sectors = get_u32(first, 44);
+    if header_sectors == 0 {
+        return Err("zero header sectors");
+    }
+    let span = (0..span_count)
+        .map(|i| get_u32(first, REC_FIXED + 4 * i))
+        .collect();
+    Ok(RecordHeader {
+        kind,
+        header_sectors,
+        uuid,
+        epoch: get_u64(first, 24),
+        seq: get_u64(first, 32),
+        payload_sectors: u64::from(get_u32(first, 40)),
+        span,
+        runs: Vec::new(),
+        trims: Vec::new(),
+    })
+}
+
+/// Parses the entries of a full header (all `header_sectors`) into `h`.
+pub fn parse_entries(header: &[u8], h: &mut RecordHeader) -> Result<(), &'static str> {
+    let count = get_u32(header, 48) as usize;
+    let bytes = get_u32(header, 52) as usize;
+    let mut at = REC_FIXED + 4 * h.span.len();
+    let end = at.checked_add(bytes).ok_or("entry bytes overflow")?;
+    if end > header.len() {
+        return Err("entries overflow the header");
+    }
+    let e = &header[..end];
+    let mut payload = 0u64;
+    for _ in 0..count {
+        let tag = get_varint(e, &mut at).ok_or("truncated entry")?;
+        let lba = get_varint(e, &mut at).ok_or("truncated entry")?;
+        let len = tag >> 1;
+        if len == 0 {
+            return Err("empty entry");
+        }
+        if tag & 1 == 1 {
+            h.trims.push((lba, len));
+        } else {
+            let old = if h.kind == Kind::Gc {
+                get_varint(e, &mut at).ok_or("truncated entry")?
+            } else {
+                0
+            };
+            payload = payload.checked_add(len).ok_or("payload overflow")?;
+            h.runs.push(Run { lba, len, old });
+        }
+    }
+    if at != end {
+        return Err("entry byte count mismatch");
+    }
+    if payload != h.payload_sectors {
+        return Err("entries do not cover the payload");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_round_trip() {
+        let runs = vec![
+            Run {
+                lba: 1 << 40,
+                len: 3,
+                old: 0,
+            },
+            Run {
+                lba: 7,
+                len: 1,
+                old: 0,
+            },
+        ];
+        let trims = vec![(100, 1 << 31)];
+        let eb = entry_bytes(Kind::User, &runs, &trims);
+        let hs = header_sectors_for(512, 2, eb);
+        assert_eq!(hs, 1);
+        let h = RecordHeader {
+            kind: Kind::User,
+            header_sectors: hs,
+            uuid: [3; 16],
+            epoch: 9,
+            seq: 77,
+            payload_sectors: 4,
+            span: vec![5, 6],
+            runs,
+            trims,
+        };
+        let mut buf = vec![0u8; 512];
+        h.encode_into(&mut buf);
+        let payload = vec![1u8; 4 * 512];
+        let crc = record_crc(&buf, &payload);
+        set_crc(&mut buf, crc);
+        assert_eq!(record_crc(&buf, &payload), stored_crc(&buf));
+        let mut back = parse_fixed(&buf).unwrap();
+        parse_entries(&buf, &mut back).unwrap();
+        assert_eq!(back, h);
+    }
+
+    #[test]
+    fn thirty_entries_fit_one_sector() {
+        let runs: Vec<Run> = (0..30u64)
+            .map(|i| Run {
+                lba: (i + 5) << 31,
+                len: 8,
+                old: 0,
+            })
+            .collect();
+        let eb = entry_bytes(Kind::User, &runs, &[]);
+        assert_eq!(header_sectors_for(512, 1, eb), 1, "{eb} entry bytes");
+    }
+}

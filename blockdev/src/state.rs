@@ -1,0 +1,705 @@
+//! The in-memory state of a `LogDevice` and its write path: group-commit
+//! batch, record writer, checkpoint writer and the space manager that runs
+//! GC. Everything here runs under the device mutex.
+
+use std::io;
+
+use atomic_api::{Error, Request, Result, Segment, Stats};
+
+use crate::checkpoint::{encode_blob, Slot, StreamPos, MAX_BLOB_SEGS};
+use crate::extent_map::{ExtentMap, Piece};
+use crate::layout::{Layout, GC_HEADROOM_SEGS, SLOT_OFFSETS};
+use crate::media::{AlignedBuf, Media};
+use crate::placement::{span_needed, Placement};
+use crate::record::{
+    entry_bytes, header_sectors_for, record_crc, set_crc, Kind, RecordHeader, Run, MAX_SPAN,
+};
+use crate::segments::{SegState, SegTable, NO_RECORD};
+
+/// Bytes charged against the batch bound per header entry (an upper bound
+/// of the varint encoding of one run or trim).
+const ENTRY_CHARGE: u64 = 24;
+
+/// A log stream's write position.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stream {
+    pub kind: Kind,
+    pub seg: u32,
+    pub off: u64,
+    pub seq: u64,
+}
+
+impl Stream {
+    pub fn pos(&self) -> StreamPos {
+        StreamPos {
+            seg: self.seg,
+            off: self.off as u32,
+            seq: self.seq,
+        }
+    }
+}
+
+pub fn io_err(op: &'static str, source: io::Error) -> Error {
+    Error::Io { op, source }
+}
+
+pub struct State {
+    pub l: Layout,
+    pub uuid: [u8; 16],
+    pub epoch: u64,
+    pub ckpt_gen: u64,
+    pub ckpt_segs: Vec<u32>,
+    pub map: ExtentMap,
+    pub segs: SegTable,
+    pub user: Stream,
+    pub gc: Stream,
+    // ---- group-commit batch
+    /// Header sector reserved at the front, then the batch data.
+    pub buf: Option<AlignedBuf>,
+    /// Data sectors in `buf` (including dead ones).
+    pub buf_sectors: u64,
+    /// Sectors in `buf` no longer referenced (trimmed after being written).
+    pub dead: u64,
+    /// Sectors of pending extents in the map.
+    pub pending_sectors: u64,
+    /// Appended runs (buffer position, lba, len), in buffer order.
+    pub runs: Vec<(u64, u64, u64)>,
+    /// Trims of the batch, in order.
+    pub trims: Vec<(u64, u64)>,
+    /// Header entries charged to the batch.
+    pub entries: u64,
+    /// Bound on batch sectors (data plus charged header bytes).
+    pub batch_limit: u64,
+    // ---- durability bookkeeping
+    pub unsynced: bool,
+    pub log_since_ckpt: u64,
+    pub ckpt_interval_base: u64,
+    pub last_blob_bytes: u64,
+    pub stats: Stats,
+    pub failed: Option<String>,
+    pub read_only: bool,
+}
+
+impl State {
+    /// An empty state (no map, every segment free) for `format` and
+    /// `open`, which fill it in.
+    pub fn new(l: Layout, uuid: [u8; 16], read_only: bool, ckpt_interval: Option<u64>) -> Self {
+        let ss = l.ss;
+        let capacity = (l.max_record_sectors + l.sb.max_request_bytes / ss + 1) * ss;
+        let buf = (!read_only).then(|| {
+            let mut b = AlignedBuf::with_capacity(ss as usize, capacity as usize);
+            b.resize(ss as usize);
+            b
+        });
+        let media_bytes = l.sb.media_bytes;
+        Self {
+            segs: SegTable::new(l.segs),
+            batch_limit: l.sb.buffer_bytes / ss,
+            l,
+            uuid,
+            epoch: 0,
+            ckpt_gen: 0,
+            ckpt_segs: Vec::new(),
+            map: ExtentMap::new(),
+            user: Stream {
+                kind: Kind::User,
+                seg: 0,
+                off: 0,
+                seq: 1,
+            },
+            gc: Stream {
+                kind: Kind::Gc,
+                seg: 0,
+                off: 0,
+                seq: 1,
+            },
+            buf,
+            buf_sectors: 0,
+            dead: 0,
+            pending_sectors: 0,
+            runs: Vec::new(),
+            trims: Vec::new(),
+            entries: 0,
+            unsynced: false,
+            log_since_ckpt: 0,
+            ckpt_interval_base: ckpt_interval.unwrap_or((media_bytes / 8).clamp(1 << 20, 64 << 20)),
+            last_blob_bytes: 0,
+            stats: Stats::default(),
+            failed: None,
+            read_only,
+        }
+    }
+
+    pub fn healthy(&self) -> Result<()> {
+        match &self.failed {
+            Some(cause) => Err(Error::Failed {
+                cause: cause.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    pub fn writable(&self) -> Result<()> {
+        self.healthy()?;
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
+        Ok(())
+    }
+
+    /// Fail-stop: an I/O error poisons the device.
+    pub fn poison<T>(&mut self, r: Result<T>) -> Result<T> {
+        if let Err(Error::Io { op, source }) = &r {
+            self.failed = Some(format!("media I/O error during {op}: {source}"));
+        }
+        r
+    }
+
+    pub fn capacity_sectors(&self) -> u64 {
+        self.l.capacity_sectors
+    }
+
+    fn batch_empty(&self) -> bool {
+        self.runs.is_empty() && self.trims.is_empty()
+    }
+
+    // ------------------------------------------------------------ reads
+
+    pub fn read(&mut self, m: &dyn Media, lba: u64, out: &mut [u8]) -> Result<()> {
+        let ss = self.l.ss as usize;
+        let n = (out.len() / ss) as u64;
+        out.fill(0);
+        let pieces = self.map.pieces(lba, n);
+        for p in pieces {
+            let at = (p.lba - lba) as usize * ss;
+            let dst = &mut out[at..at + p.len as usize * ss];
+            if p.pending {
+                let buf = self.buf.as_ref().expect("pending data needs a buffer");
+                let src = ss + p.loc as usize * ss;
+                dst.copy_from_slice(&buf[src..src + dst.len()]);
+            } else {
+                m.read_at(p.loc * self.l.ss, dst)
+                    .map_err(|e| io_err("read", e))?;
+                self.stats.media_read_bytes += dst.len() as u64;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn read_media(&mut self, m: &dyn Media, phys: u64, out: &mut [u8]) -> Result<()> {
+        m.read_at(phys * self.l.ss, out)
+            .map_err(|e| io_err("read", e))?;
+        self.stats.media_read_bytes += out.len() as u64;
+        Ok(())
+    }
+
+    // ------------------------------------------------------------ submit
+
+    /// Applies a validated request to the batch.
+    pub fn submit(&mut self, m: &dyn Media, req: Request) -> Result<()> {
+        let ss = self.l.ss;
+        let mut grow: i128 = 0;
+        for seg in req.segments() {
+            match seg {
+                Segment::Write { lba, data } => {
+                    let n = data.len() as u64 / ss;
+                    grow += i128::from(n - self.map.mapped_in(*lba, n));
+                }
+                Segment::Trim { lba, sectors } => {
+                    grow -= i128::from(self.map.mapped_in(*lba, *sectors));
+                }
+            }
+        }
+        let live = self.map.mapped();
+        let cap = self.capacity_sectors();
+        if grow > 0 && i128::from(live) + grow > i128::from(cap) {
+            return Err(Error::NoSpace {
+                needed_bytes: grow as u64 * ss,
+                free_bytes: cap.saturating_sub(live) * ss,
+            });
+        }
+        let req_sectors = req.write_bytes() / ss;
+        let req_entries = req.segments().len() as u64;
+        if !self.batch_empty()
+            && self.buf_sectors
+                + req_sectors
+                + ((self.entries + req_entries) * ENTRY_CHARGE).div_ceil(ss)
+                > self.batch_limit
+        {
+            self.write_batch(m)?;
+        }
+        if self.batch_empty() {
+            self.make_room(m)?;
+        }
+        let mut trimmed = 0;
+        for seg in req.into_segments() {
+            match seg {
+                Segment::Write { lba, data } => self.batch_write(lba, &data),
+                Segment::Trim { lba, sectors } => {
+                    trimmed += sectors;
+                    self.batch_trim(lba, sectors);
+                }
+            }
+        }
+        self.stats.requests += 1;
+        self.stats.submitted_bytes += req_sectors * ss;
+        self.stats.trimmed_sectors += trimmed;
+        Ok(())
+    }
+
+    fn batch_write(&mut self, lba: u64, data: &[u8]) {
+        let ss = self.l.ss;
+        let n = data.len() as u64 / ss;
+        let end = lba + n;
+        let mut at = lba;
+        let pending: Vec<Piece> = self
+            .map
+            .pieces(lba, n)
+            .into_iter()
+            .filter(|p| p.pending)
+            .collect();
+        for p in pending {
+            if p.lba > at {
+                self.batch_append(
+                    at,
+                    &data[((at - lba) * ss) as usize..((p.lba - lba) * ss) as usize],
+                );
+            }
+            // Overwritten inside the batch: written once, in place.
+            let src = &data[((p.lba - lba) * ss) as usize..((p.lba - lba + p.len) * ss) as usize];
+            let dst = (ss + p.loc * ss) as usize;
+            let buf = self.buf.as_mut().expect("batch buffer");
+            buf[dst..dst + src.len()].copy_from_slice(src);
+            at = p.lba + p.len;
+        }
+        if at < end {
+            self.batch_append(at, &data[((at - lba) * ss) as usize..]);
+        }
+    }
+
+    fn batch_append(&mut self, lba: u64, data: &[u8]) {
+        let ss = self.l.ss;
+        let n = data.len() as u64 / ss;
+        let pos = self.buf_sectors;
+        self.buf
+            .as_mut()
+            .expect("batch buffer")
+            .extend_from_slice(data);
+        let (l, segs) = (&self.l, &mut self.segs);
+        self.map.insert(lba, n, pos, true, |p| {
+            debug_assert!(!p.pending, "appended over pending data");
+            l.for_each_seg(p.loc, p.len, |s, k| segs.sub_live(s, k));
+        });
+        self.buf_sectors += n;
+        self.pending_sectors += n;
+        match self.runs.last_mut() {
+            Some((bpos, rlba, rlen)) if *bpos + *rlen == pos && *rlba + *rlen == lba => *rlen += n,
+            _ => {
+                self.runs.push((pos, lba, n));
+                self.entries += 1;
+            }
+        }
+    }
+
+    fn batch_trim(&mut self, lba: u64, n: u64) {
+        let (l, segs) = (&self.l, &mut self.segs);
+        let mut dead = 0;
+        self.map.remove(lba, n, |p| {
+            if p.pending {
+                dead += p.len;
+            } else {
+                l.for_each_seg(p.loc, p.len, |s, k| segs.sub_live(s, k));
+            }
+        });
+        self.dead += dead;
+        self.pending_sectors -= dead;
+        match self.trims.last_mut() {
+            Some((tl, tn)) if *tl + *tn == lba => *tn += n,
+            _ => {
+                self.trims.push((lba, n));
+                self.entries += 1;
+            }
+        }
+    }
+
+    /// Writes the batch as one user record (no media flush).
+    pub fn write_batch(&mut self, m: &dyn Media) -> Result<()> {
+        if self.batch_empty() {
+            return Ok(());
+        }
+        let ss = self.l.ss as usize;
+        // Live pieces of the batch, in buffer order.
+        let mut live: Vec<(u64, u64, u64)> = Vec::with_capacity(self.runs.len());
+        for &(bpos, lba, len) in &self.runs {
+            self.map.for_each_in(lba, len, |p| {
+                if p.pending && p.loc == bpos + (p.lba - lba) {
+                    match live.last_mut() {
+                        Some((b, l, n)) if *b + *n == p.loc && *l + *n == p.lba => *n += p.len,
+                        _ => live.push((p.loc, p.lba, p.len)),
+                    }
+                }
+            });
+        }
+        let mut buf = self.buf.take().expect("batch buffer");
+        // Compact away dead sectors.
+        let mut dst = 0u64;
+        for e in live.iter_mut() {
+            if e.0 != dst {
+                let from = ss + e.0 as usize * ss;
+                buf.copy_within(from..from + e.2 as usize * ss, ss + dst as usize * ss);
+                e.0 = dst;
+            }
+            dst += e.2;
+        }
+        buf.resize(ss + dst as usize * ss);
+        let runs: Vec<Run> = live
+            .iter()
+            .map(|&(_, lba, len)| Run { lba, len, old: 0 })
+            .collect();
+        let trims = std::mem::take(&mut self.trims);
+        let r = self.write_record(m, Kind::User, &trims, &runs, &mut buf);
+        buf.resize(ss);
+        self.buf = Some(buf);
+        let place = r?;
+        let mut d = 0;
+        for run in &runs {
+            let mut x = 0;
+            let mut pieces = Vec::with_capacity(2);
+            place.for_each_phys(&self.l, place.h + d, run.len, |phys, n| {
+                pieces.push((phys, n))
+            });
+            for (phys, n) in pieces {
+                self.map_media(run.lba + x, n, phys);
+                x += n;
+            }
+            d += run.len;
+        }
+        debug_assert_eq!(
+            self.pending_sectors, 0,
+            "pending extents left after a batch"
+        );
+        self.runs.clear();
+        self.buf_sectors = 0;
+        self.dead = 0;
+        self.entries = 0;
+        Ok(())
+    }
+
+    /// Maps `lba..lba+n` to media sectors `phys..`, keeping segment live
+    /// counts (and the pending count) right.
+    pub fn map_media(&mut self, lba: u64, n: u64, phys: u64) {
+        let (l, segs) = (&self.l, &mut self.segs);
+        let mut pending = 0;
+        self.map.insert(lba, n, phys, false, |p| {
+            if p.pending {
+                pending += p.len;
+            } else {
+                l.for_each_seg(p.loc, p.len, |s, k| segs.sub_live(s, k));
+            }
+        });
+        self.pending_sectors -= pending;
+        l.for_each_seg(phys, n, |s, k| segs.add_live(s, k));
+    }
+
+    /// Unmaps `lba..lba+n` (media extents only; used by replay).
+    pub fn unmap(&mut self, lba: u64, n: u64) {
+        let (l, segs) = (&self.l, &mut self.segs);
+        self.map.remove(lba, n, |p| {
+            debug_assert!(!p.pending);
+            l.for_each_seg(p.loc, p.len, |s, k| segs.sub_live(s, k));
+        });
+    }
+
+    // ------------------------------------------------------------ records
+
+    /// Appends one record to `kind`'s stream. `buf` holds one reserved
+    /// header sector followed by the payload. Returns where it went; the
+    /// caller updates the map.
+    pub fn write_record(
+        &mut self,
+        m: &dyn Media,
+        kind: Kind,
+        trims: &[(u64, u64)],
+        runs: &[Run],
+        buf: &mut AlignedBuf,
+    ) -> Result<Placement> {
+        let ss = self.l.ss;
+        let seg_sectors = self.l.seg_sectors;
+        let data = buf.len() as u64 / ss - 1;
+        let eb = entry_bytes(kind, runs, trims);
+        let stream = match kind {
+            Kind::User => self.user,
+            Kind::Gc => self.gc,
+        };
+        let h0 = u64::from(header_sectors_for(ss, 0, eb));
+        let span_est =
+            (span_needed(seg_sectors, stream.off, h0 + 1 + data) as usize + 1).min(MAX_SPAN);
+        let h = u64::from(header_sectors_for(ss, span_est, eb));
+        let total = h + data;
+        let k = span_needed(seg_sectors, stream.off, total);
+        if k as usize > MAX_SPAN {
+            return Err(Error::TooLarge {
+                detail: format!("a record of {total} sectors spans {k} segments"),
+            });
+        }
+        if self.segs.free_count() < k {
+            return Err(Error::NoSpace {
+                needed_bytes: k * self.l.sb.segment_bytes,
+                free_bytes: self.segs.free_count() * self.l.sb.segment_bytes,
+            });
+        }
+        let open = match kind {
+            Kind::User => SegState::OpenUser,
+            Kind::Gc => SegState::OpenGc,
+        };
+        let span: Vec<u32> = (0..k)
+            .map(|_| self.segs.alloc(open).expect("free segment counted"))
+            .collect();
+        let header = RecordHeader {
+            kind,
+            header_sectors: h as u32,
+            uuid: self.uuid,
+            epoch: self.epoch,
+            seq: stream.seq,
+            payload_sectors: data,
+            span: span.clone(),
+            runs: runs.to_vec(),
+            trims: trims.to_vec(),
+        };
+        let mut segs_list = Vec::with_capacity(1 + span.len());
+        segs_list.push(stream.seg);
+        segs_list.extend_from_slice(&span);
+        let place = Placement {
+            segs: segs_list,
+            off: stream.off,
+            h,
+            total,
+        };
+        let mut big;
+        let out: &mut AlignedBuf = if h == 1 {
+            buf
+        } else {
+            big = AlignedBuf::zeroed((total * ss) as usize);
+            big[(h * ss) as usize..].copy_from_slice(&buf[ss as usize..]);
+            &mut big
+        };
+        let hb = (h * ss) as usize;
+        header.encode_into(&mut out[..hb]);
+        let crc = record_crc(&out[..hb], &out[hb..]);
+        set_crc(&mut out[..hb], crc);
+        let mut result = Ok(());
+        let mut v = 0u64;
+        place.for_each_phys(&self.l, 0, total, |phys, n| {
+            if result.is_ok() {
+                let from = (v * ss) as usize;
+                result = m.write_at(phys * ss, &out[from..from + (n * ss) as usize]);
+            }
+            v += n;
+        });
+        result.map_err(|e| io_err("write", e))?;
+        match kind {
+            Kind::User => {
+                self.stats.media_header_bytes += h * ss;
+                self.stats.media_payload_bytes += data * ss;
+            }
+            Kind::Gc => self.stats.media_gc_bytes += total * ss,
+        }
+        self.unsynced = true;
+        self.log_since_ckpt += total * ss;
+        self.note_record(kind, &place);
+        Ok(place)
+    }
+
+    /// Segment and stream bookkeeping for a record just written or
+    /// replayed (its span segments already taken from the free set).
+    pub fn note_record(&mut self, kind: Kind, place: &Place) {
+        let start = place.segs[0];
+        let stamp = self.user.seq;
+        let owner = crate::segments::Owner {
+            seg: start,
+            off: place.off as u32,
+            gen: self.segs.info[start as usize].gen,
+        };
+        {
+            let si = &mut self.segs.info[start as usize];
+            if si.first_rec == NO_RECORD {
+                si.first_rec = place.off as u32;
+            }
+            si.stamp = stamp;
+        }
+        let (end_seg, end_off) = place.end(&self.l);
+        let n = place.segs.len();
+        for (i, &s) in place.segs.iter().enumerate() {
+            if i > 0 {
+                let si = &mut self.segs.info[s as usize];
+                si.owner = Some(owner);
+                si.stamp = stamp;
+            }
+            if i + 1 < n {
+                self.segs.set_state(s, SegState::Sealed);
+            }
+        }
+        let stream = match kind {
+            Kind::User => &mut self.user,
+            Kind::Gc => &mut self.gc,
+        };
+        debug_assert_eq!(end_seg, place.segs[n - 1]);
+        stream.seg = end_seg;
+        stream.off = end_off;
+        stream.seq += 1;
+    }
+
+    // ------------------------------------------------------------ flush
+
+    pub fn flush(&mut self, m: &dyn Media) -> Result<()> {
+        self.write_batch(m)?;
+        if self.unsynced {
+            m.flush().map_err(|e| io_err("flush", e))?;
+            self.stats.media_flushes += 1;
+            self.unsynced = false;
+        }
+        self.stats.flushes += 1;
+        Ok(())
+    }
+
+    fn ckpt_interval(&self) -> u64 {
+        self.ckpt_interval_base.max(16 * self.last_blob_bytes)
+    }
+
+    /// Writes the batch, then a checkpoint.
+    pub fn checkpoint(&mut self, m: &dyn Media) -> Result<()> {
+        self.write_batch(m)?;
+        self.checkpoint_core(m)
+    }
+
+    /// Writes a checkpoint of the current state (the batch must be empty):
+    /// blob into free segments, media flush, slot, media flush. Then frees
+    /// the quarantined segments and the previous blob's segments.
+    pub fn checkpoint_core(&mut self, m: &dyn Media) -> Result<()> {
+        debug_assert!(self.batch_empty() && self.pending_sectors == 0);
+        let ss = self.l.ss;
+        let seg_bytes = self.l.sb.segment_bytes;
+        let gen = self.ckpt_gen + 1;
+        let entries: u64 = self.map.iter().map(|p| p.len.div_ceil((1 << 24) - 1)).sum();
+        let bound = crate::checkpoint::blob_bytes_bound(self.l.segs as usize, entries as usize);
+        let k = bound.div_ceil(seg_bytes);
+        if k as usize > MAX_BLOB_SEGS || self.segs.free_count() < k {
+            return Err(Error::NoSpace {
+                needed_bytes: bound,
+                free_bytes: self.segs.free_count() * seg_bytes,
+            });
+        }
+        let blob_segs: Vec<u32> = (0..k)
+            .map(|_| {
+                self.segs
+                    .alloc(SegState::Ckpt)
+                    .expect("free segment counted")
+            })
+            .collect();
+        // The segment table as it is once this checkpoint is durable.
+        let mut table = self.segs.info.clone();
+        for &s in self.segs.quarantine().iter().chain(self.ckpt_segs.iter()) {
+            let i = &mut table[s as usize];
+            i.state = SegState::Free;
+            i.owner = None;
+            i.first_rec = NO_RECORD;
+        }
+        let mut blob = encode_blob(
+            self.uuid,
+            gen,
+            self.epoch,
+            self.user.pos(),
+            self.gc.pos(),
+            &table,
+            self.map.iter().map(|p| (p.lba, p.loc, p.len)),
+            bound as usize,
+        );
+        let blob_bytes = blob.len() as u64;
+        let blob_crc = crc32c::crc32c(&blob);
+        blob.resize(blob.len().next_multiple_of(ss as usize), 0);
+        let mut written = 0u64;
+        for (i, chunk) in blob.chunks(seg_bytes as usize).enumerate() {
+            let at = self.l.seg_start(blob_segs[i]) * ss;
+            m.write_at(at, chunk)
+                .map_err(|e| io_err("checkpoint write", e))?;
+            written += chunk.len() as u64;
+        }
+        m.flush().map_err(|e| io_err("checkpoint flush", e))?;
+        let slot = Slot {
+            uuid: self.uuid,
+            gen,
+            epoch: self.epoch,
+            blob_bytes,
+            blob_crc,
+            blob_segs: blob_segs.clone(),
+        };
+        let sb = slot.encode();
+        m.write_at(SLOT_OFFSETS[(gen % 2) as usize], &sb)
+            .map_err(|e| io_err("checkpoint slot write", e))?;
+        m.flush().map_err(|e| io_err("checkpoint flush", e))?;
+        self.stats.media_flushes += 2;
+        self.stats.media_checkpoint_bytes += written + sb.len() as u64;
+        // Durable: release what only the previous checkpoint needed.
+        let mut freed = self.segs.take_quarantine();
+        freed.append(&mut self.ckpt_segs);
+        for s in freed {
+            self.segs.release(s);
+            let _ = m.discard(self.l.seg_start(s) * ss, seg_bytes);
+        }
+        self.ckpt_segs = blob_segs;
+        self.ckpt_gen = gen;
+        self.log_since_ckpt = 0;
+        self.unsynced = false;
+        self.last_blob_bytes = blob_bytes;
+        Ok(())
+    }
+
+    // ------------------------------------------------------------ space
+
+    /// Runs with an empty batch: checkpoints by log volume, and cleans
+    /// segments until enough are free for a whole batch plus the reserves.
+    pub fn make_room(&mut self, m: &dyn Media) -> Result<()> {
+        debug_assert!(self.batch_empty());
+        if self.log_since_ckpt >= self.ckpt_interval() {
+            self.checkpoint_core(m)?;
+        }
+        let hard = self.l.hard_free;
+        let slack = (u64::from(self.l.segs) / 16).max(1);
+        let soft = hard + slack;
+        let headroom = self.l.ckpt_segs + GC_HEADROOM_SEGS;
+        let mut rounds = 0u64;
+        while self.segs.free_count() < soft {
+            rounds += 1;
+            if rounds > 4 * u64::from(self.l.segs) + 16 {
+                break;
+            }
+            let free = self.segs.free_count();
+            let greedy = free < hard;
+            if free >= headroom {
+                if let Some(v) = crate::gc::pick_victim(self, greedy) {
+                    crate::gc::clean(self, m, v)?;
+                    let q = self.segs.quarantine().len() as u64;
+                    if self.segs.free_count() < headroom || self.segs.free_count() + q >= soft {
+                        self.checkpoint_core(m)?;
+                    }
+                    continue;
+                }
+            }
+            if !self.segs.quarantine().is_empty() {
+                self.checkpoint_core(m)?;
+                continue;
+            }
+            break;
+        }
+        if self.segs.free_count() < hard {
+            return Err(Error::NoSpace {
+                needed_bytes: (hard - self.segs.free_count()) * self.l.sb.segment_bytes,
+                free_bytes: 0,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Alias used by the bookkeeping helpers.
+pub type Place = Placement;
