@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use atomic_api::AtomicDevice;
 
-use crate::{Ctx, Errno, FileKind, Fs, ROOT_INO};
+use crate::{Ctx, Errno, FileKind, Fs, Whence, ROOT_INO};
 
 /// What the dump records of one path.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,7 +26,9 @@ pub struct Node {
     pub nlink: u32,
     /// Bytes for files and symlinks, entry count for directories.
     pub size: u64,
-    /// crc32c of a regular file's contents (0 for other kinds).
+    /// Digest of a regular file's contents (0 for other kinds): crc32c over
+    /// `(offset, chunk)` of every 4 KiB chunk that is not all zeros, so a
+    /// hole and written zeros digest alike and sparse files are cheap.
     pub digest: u32,
     /// Symlink target (empty for other kinds).
     pub target: Vec<u8>,
@@ -58,19 +60,7 @@ pub fn dump_tree<D: AtomicDevice>(fs: &Fs<D>) -> Result<Tree, Errno> {
             xattrs: BTreeMap::new(),
         };
         match attr.kind {
-            FileKind::RegularFile => {
-                let mut crc = 0;
-                let mut offset = 0;
-                while offset < attr.size {
-                    let chunk = fs.read(ino, offset, 1 << 20)?;
-                    if chunk.is_empty() {
-                        break;
-                    }
-                    crc = crc32c::crc32c_append(crc, &chunk);
-                    offset += chunk.len() as u64;
-                }
-                node.digest = crc;
-            }
+            FileKind::RegularFile => node.digest = content_digest(fs, ino, attr.size)?,
             FileKind::Symlink => node.target = fs.readlink(ino)?,
             FileKind::Directory => {
                 for entry in fs.readdir_all(&ctx, ino)? {
@@ -89,4 +79,30 @@ pub fn dump_tree<D: AtomicDevice>(fs: &Fs<D>) -> Result<Tree, Errno> {
         tree.insert(path, node);
     }
     Ok(tree)
+}
+
+/// See [`Node::digest`]. Skips holes with `SEEK_DATA`/`SEEK_HOLE`.
+fn content_digest<D: AtomicDevice>(fs: &Fs<D>, ino: u64, size: u64) -> Result<u32, Errno> {
+    const CHUNK: u64 = 4096;
+    let mut crc = 0;
+    let mut at = 0;
+    while at < size {
+        let data = match fs.lseek(ino, at, Whence::Data) {
+            Ok(d) => d,
+            Err(e) if e == Errno::ENXIO => break,
+            Err(e) => return Err(e),
+        };
+        let hole = fs.lseek(ino, data, Whence::Hole)?;
+        let mut chunk_at = data / CHUNK * CHUNK;
+        while chunk_at < hole {
+            let chunk = fs.read(ino, chunk_at, CHUNK as usize)?;
+            if chunk.iter().any(|&b| b != 0) {
+                crc = crc32c::crc32c_append(crc, &chunk_at.to_le_bytes());
+                crc = crc32c::crc32c_append(crc, &chunk);
+            }
+            chunk_at += CHUNK;
+        }
+        at = hole.max(chunk_at);
+    }
+    Ok(crc)
 }
