@@ -698,3 +698,25 @@ fn log_device_is_send_sync() {
     fn is<T: Send + Sync>() {}
     is::<LogDevice<TestMedia>>();
 }
+
+/// Rough speed check (run with `--release -- --ignored`): 4 KiB requests
+/// with a flush every 1000 on in-memory media.
+#[test]
+#[ignore]
+fn speed_4k_requests() {
+    let media = TestMedia::big(512 << 20);
+    let dev = LogDevice::format(media, &FormatOptions::default()).unwrap();
+    let data = vec![5u8; 4096];
+    let n = 200_000u64;
+    let t = std::time::Instant::now();
+    for i in 0..n {
+        let mut r = Request::new();
+        r.write((i % 50_000) * 8, data.clone());
+        dev.submit(r).unwrap();
+        if i % 1000 == 999 {
+            dev.flush().unwrap();
+        }
+    }
+    let secs = t.elapsed().as_secs_f64();
+    eprintln!("{:.0} requests/s, {:?}", n as f64 / secs, dev.stats());
+}
