@@ -1,0 +1,230 @@
+//! The file systems under test: how each is created, mounted and unmounted.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::sys::{self, LoopDev, Mount, Result};
+
+/// A file system under test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsKind {
+    Atomfs,
+    Ext4,
+    Xfs,
+    Btrfs,
+}
+
+impl FsKind {
+    pub const ALL: [FsKind; 4] = [FsKind::Atomfs, FsKind::Ext4, FsKind::Xfs, FsKind::Btrfs];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FsKind::Atomfs => "atomfs",
+            FsKind::Ext4 => "ext4",
+            FsKind::Xfs => "xfs",
+            FsKind::Btrfs => "btrfs",
+        }
+    }
+
+    /// The options used, as printed with the results.
+    pub fn describe(self) -> &'static str {
+        match self {
+            FsKind::Atomfs => "mkfs.atomfs -F; atomfs -f (defaults: write-through, commit=5)",
+            FsKind::Ext4 => {
+                "mkfs.ext4 -F -E lazy_itable_init=0,lazy_journal_init=0; default mount (data=ordered)"
+            }
+            FsKind::Xfs => "mkfs.xfs -f; default mount",
+            FsKind::Btrfs => "mkfs.btrfs -f; default mount",
+        }
+    }
+}
+
+impl fmt::Display for FsKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for FsKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<FsKind> {
+        FsKind::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| format!("unknown file system {s:?} (atomfs, ext4, xfs, btrfs)"))
+    }
+}
+
+/// Where the atomfs binaries are.
+#[derive(Clone, Debug)]
+pub struct AtomfsBins {
+    pub mkfs: PathBuf,
+    pub mount: PathBuf,
+    pub fsck: PathBuf,
+}
+
+impl AtomfsBins {
+    pub fn in_dir(dir: &Path) -> AtomfsBins {
+        AtomfsBins {
+            mkfs: dir.join("mkfs.atomfs"),
+            mount: dir.join("atomfs"),
+            fsck: dir.join("fsck.atomfs"),
+        }
+    }
+
+    /// Why atomfs cannot be tested, if it cannot.
+    pub fn missing(&self) -> Option<String> {
+        [&self.mkfs, &self.mount]
+            .into_iter()
+            .find(|p| !sys::is_executable(p))
+            .map(|p| format!("{} not built yet", p.display()))
+    }
+}
+
+/// How long a FUSE daemon may take to mount, and to flush and exit after
+/// unmount.
+const MOUNT_TIMEOUT: Duration = Duration::from_secs(60);
+const EXIT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Creates, mounts and unmounts one file system kind.
+#[derive(Clone, Debug)]
+pub struct FsDriver {
+    pub kind: FsKind,
+    pub atomfs: AtomfsBins,
+    /// Set once atomfs refused `-o stats_file=`: mount without it.
+    pub stats_file_unsupported: bool,
+}
+
+impl FsDriver {
+    pub fn new(kind: FsKind, atomfs: AtomfsBins) -> FsDriver {
+        FsDriver {
+            kind,
+            atomfs,
+            stats_file_unsupported: false,
+        }
+    }
+
+    /// Why this file system cannot be tested here, if it cannot.
+    pub fn unavailable(&self) -> Option<String> {
+        let tool = match self.kind {
+            FsKind::Atomfs => return self.atomfs.missing(),
+            FsKind::Ext4 => "mkfs.ext4",
+            FsKind::Xfs => "mkfs.xfs",
+            FsKind::Btrfs => "mkfs.btrfs",
+        };
+        if sys::which(tool).is_none() {
+            let pkg = match self.kind {
+                FsKind::Ext4 => "e2fsprogs",
+                FsKind::Xfs => "xfsprogs",
+                _ => "btrfs-progs",
+            };
+            return Some(format!("{tool} not found (Debian package {pkg})"));
+        }
+        let fstype = self.kind.name();
+        let known = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
+        if !known
+            .lines()
+            .any(|l| l.split_whitespace().last() == Some(fstype))
+        {
+            // Not registered yet: the module loads on first mount; try it.
+            let _ = sys::run(Command::new("modprobe").arg(fstype));
+            let known = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
+            if !known
+                .lines()
+                .any(|l| l.split_whitespace().last() == Some(fstype))
+            {
+                return Some(format!("the kernel has no {fstype} support"));
+            }
+        }
+        None
+    }
+
+    /// Makes the file system on `dev`.
+    pub fn mkfs(&self, dev: &Path) -> Result<()> {
+        let mut cmd = match self.kind {
+            FsKind::Atomfs => {
+                let mut c = Command::new(&self.atomfs.mkfs);
+                c.arg("-F");
+                c
+            }
+            FsKind::Ext4 => {
+                // Lazy init would zero inode tables and the journal from a
+                // kernel thread after mount, inside the measured window. It
+                // changes when those writes happen, not the format.
+                let mut c = Command::new("mkfs.ext4");
+                c.args(["-F", "-q", "-E", "lazy_itable_init=0,lazy_journal_init=0"]);
+                c
+            }
+            FsKind::Xfs => {
+                let mut c = Command::new("mkfs.xfs");
+                c.args(["-f", "-q"]);
+                c
+            }
+            FsKind::Btrfs => {
+                let mut c = Command::new("mkfs.btrfs");
+                c.args(["-f", "-q"]);
+                c
+            }
+        };
+        cmd.arg(dev);
+        sys::run(&mut cmd).map(|_| ())
+    }
+
+    /// Mounts `dev` on `mnt`. For atomfs the daemon runs in the foreground
+    /// as our child, logs to `log`, and is asked to write its block-layer
+    /// counters to `stats_file` on unmount.
+    pub fn mount(
+        &mut self,
+        dev: &LoopDev,
+        mnt: &Path,
+        log: &Path,
+        stats_file: &Path,
+    ) -> Result<Mount> {
+        std::fs::create_dir_all(mnt).map_err(|e| format!("mkdir {}: {e}", mnt.display()))?;
+        if self.kind != FsKind::Atomfs {
+            sys::run(
+                Command::new("mount")
+                    .args(["-t", self.kind.name()])
+                    .arg(&dev.dev)
+                    .arg(mnt),
+            )?;
+            return Ok(Mount::kernel(mnt));
+        }
+        let cmd = |with_stats: bool| {
+            let mut c = Command::new(&self.atomfs.mount);
+            c.arg(&dev.dev).arg(mnt).arg("-f");
+            if with_stats {
+                c.arg("-o")
+                    .arg(format!("stats_file={}", stats_file.display()));
+            }
+            c
+        };
+        if !self.stats_file_unsupported {
+            match Mount::fuse(cmd(true), mnt, log, MOUNT_TIMEOUT) {
+                Ok(m) => return Ok(m),
+                Err(e) if e.contains("stats_file") => {
+                    eprintln!(
+                        "note: atomfs refused -o stats_file ({e}); mounting without breakdown"
+                    );
+                    self.stats_file_unsupported = true;
+                    dev.wait_released(MOUNT_TIMEOUT)?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Mount::fuse(cmd(false), mnt, log, MOUNT_TIMEOUT)
+    }
+
+    /// Unmounts and waits until everything is on the device: the FUSE
+    /// daemon has exited and nobody holds the device.
+    pub fn unmount(&self, m: &mut Mount, dev: &LoopDev) -> Result<()> {
+        m.unmount(EXIT_TIMEOUT)?;
+        dev.wait_released(EXIT_TIMEOUT)
+    }
+}
