@@ -95,8 +95,9 @@ fn content_digest<D: AtomicDevice>(fs: &Fs<D>, ino: u64, size: u64) -> Result<u3
         let hole = fs.lseek(ino, data, Whence::Hole)?;
         let mut chunk_at = data / CHUNK * CHUNK;
         while chunk_at < hole {
-            let chunk = fs.read(ino, chunk_at, CHUNK as usize)?;
+            let mut chunk = fs.read(ino, chunk_at, CHUNK as usize)?;
             if chunk.iter().any(|&b| b != 0) {
+                chunk.resize(CHUNK as usize, 0);
                 crc = crc32c::crc32c_append(crc, &chunk_at.to_le_bytes());
                 crc = crc32c::crc32c_append(crc, &chunk);
             }
@@ -105,4 +106,19 @@ fn content_digest<D: AtomicDevice>(fs: &Fs<D>, ino: u64, size: u64) -> Result<u3
         at = hole.max(chunk_at);
     }
     Ok(crc)
+}
+
+/// The [`Node::digest`] of a file whose contents are `data` (for models
+/// that keep file contents in memory).
+pub fn digest_bytes(data: &[u8]) -> u32 {
+    let mut crc = 0;
+    for (i, chunk) in data.chunks(4096).enumerate() {
+        if chunk.iter().any(|&b| b != 0) {
+            let mut full = chunk.to_vec();
+            full.resize(4096, 0);
+            crc = crc32c::crc32c_append(crc, &(i as u64 * 4096).to_le_bytes());
+            crc = crc32c::crc32c_append(crc, &full);
+        }
+    }
+    crc
 }
