@@ -34,3 +34,31 @@ fn create_write_read_readdir_remount() {
     assert_eq!(lookup(&fs2, d.ino, "g").unwrap().ino, g.ino);
     assert_eq!(lookup(&fs2, ROOT, "nope").unwrap_err(), Errno::ENOENT);
 }
+
+#[test]
+fn fs_is_send_and_sync_and_usable_from_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<atomfs::Fs<atomic_api::MemDevice>>();
+    let fs = std::sync::Arc::new(new_fs());
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let fs = fs.clone();
+            std::thread::spawn(move || {
+                for i in 0..200 {
+                    let name = format!("t{t}-{i}");
+                    let f = create(&fs, ROOT, &name);
+                    fs.write(&root(), f.ino, 0, name.as_bytes(), false).unwrap();
+                    if i % 3 == 0 {
+                        fs.unlink(&root(), ROOT, os(&name)).unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(names(&fs, ROOT).len(), 4 * 133);
+    let tree = atomfs::inspect::dump_tree(&*fs).unwrap();
+    assert_eq!(atomfs::inspect::dump_tree(&remount(&fs)).unwrap(), tree);
+}
