@@ -21,3 +21,6 @@ pub use media::{AlignedBuf, Media};
 
 pub use check::{check, CheckReport, Finding, Severity};
 pub use device::{FormatOptions, LogDevice, OpenError, OpenOptions};
+
+pub mod sim;
+pub use sim::{CrashOptions, CrashSpec, DiscardMode, SimEvent, SimFault, SimMedia, SimStats};
