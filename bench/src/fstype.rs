@@ -37,7 +37,7 @@ impl FsKind {
         match self {
             FsKind::Atomfs => "mkfs.atomfs -F; atomfs -f (defaults: write-through, commit=5)",
             FsKind::Ext4 => {
-                "mkfs.ext4 -F -E lazy_itable_init=0,lazy_journal_init=0; default mount (data=ordered)"
+                "mkfs.ext4 -F -T default -E lazy_itable_init=0,lazy_journal_init=0; default mount (data=ordered)"
             }
             FsKind::Xfs => "mkfs.xfs -f; default mount",
             FsKind::Btrfs => "mkfs.btrfs -f; default mount",
@@ -156,9 +156,18 @@ impl FsDriver {
             FsKind::Ext4 => {
                 // Lazy init would zero inode tables and the journal from a
                 // kernel thread after mount, inside the measured window. It
-                // changes when those writes happen, not the format.
+                // changes when those writes happen, not the format. `-T
+                // default`: below 512 MiB mke2fs would pick its "small"
+                // profile (1 KiB blocks), unlike on any real disk.
                 let mut c = Command::new("mkfs.ext4");
-                c.args(["-F", "-q", "-E", "lazy_itable_init=0,lazy_journal_init=0"]);
+                c.args([
+                    "-F",
+                    "-q",
+                    "-T",
+                    "default",
+                    "-E",
+                    "lazy_itable_init=0,lazy_journal_init=0",
+                ]);
                 c
             }
             FsKind::Xfs => {

@@ -180,6 +180,13 @@ pub fn run(cfg: &Config) -> Result<Report> {
     sys::ctx(std::fs::create_dir_all(&cfg.work_dir), || {
         format!("mkdir {}", cfg.work_dir.display())
     })?;
+    // Mount points are compared with /proc/self/mountinfo: make them absolute.
+    let mut cfg = cfg.clone();
+    cfg.work_dir = sys::ctx(cfg.work_dir.canonicalize(), || {
+        format!("resolve {}", cfg.work_dir.display())
+    })?;
+    let cfg = &cfg;
+    let _lock = sys::WorkDirLock::take(&cfg.work_dir)?;
     sys::cleanup_stale(&cfg.work_dir);
     let workloads = workload::build(&cfg.workloads, cfg.quick, cfg.tree_source.clone())?;
     let mut report = Report {

@@ -333,6 +333,7 @@ pub fn svg(r: &Report, path: &Path) -> Result<()> {
     chart
         .configure_mesh()
         .disable_x_mesh()
+        .y_max_light_lines(0)
         .x_labels(n)
         .x_label_formatter(&|x: &f64| {
             let i = x.round();

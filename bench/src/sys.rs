@@ -420,6 +420,28 @@ pub fn tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(5)..].join(" | ")
 }
 
+/// An exclusive lock on a work directory, so that two runs never share one
+/// (the second would take the first's leftovers for stale ones).
+pub struct WorkDirLock {
+    _file: File,
+}
+
+impl WorkDirLock {
+    pub fn take(work_dir: &Path) -> Result<WorkDirLock> {
+        use std::os::fd::AsRawFd;
+        let p = work_dir.join(".lock");
+        let f = ctx(File::create(&p), || format!("create {}", p.display()))?;
+        // SAFETY: flock on a valid descriptor.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(format!(
+                "another atomfs-bench is running in {} (use --work-dir)",
+                work_dir.display()
+            ));
+        }
+        Ok(WorkDirLock { _file: f })
+    }
+}
+
 /// Cleans up after an earlier run that was killed (SIGKILL, power cut):
 /// unmounts our mount points and detaches loop devices over our images in
 /// `work_dir`. Touches nothing outside `work_dir`.
