@@ -24,3 +24,6 @@ pub use device::{FormatOptions, LogDevice, OpenError, OpenOptions};
 
 pub mod sim;
 pub use sim::{CrashOptions, CrashSpec, DiscardMode, SimEvent, SimFault, SimMedia, SimStats};
+
+pub mod file_media;
+pub use file_media::{create_image, DirectIo, FileMedia, FileMediaError, FileMediaOptions, IoMode, MediaKind};
