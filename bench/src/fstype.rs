@@ -207,24 +207,27 @@ impl FsDriver {
         }
         let cmd = |with_stats: bool| {
             let mut c = Command::new(&self.atomfs.mount);
-            c.arg(&dev.dev).arg(mnt).arg("-f");
+            c.arg(&dev.dev).arg(mnt);
             if with_stats {
                 c.arg("-o")
                     .arg(format!("stats_file={}", stats_file.display()));
             }
+            c.arg("-f");
             c
         };
         if !self.stats_file_unsupported {
             match Mount::fuse(cmd(true), mnt, log, MOUNT_TIMEOUT) {
                 Ok(m) => return Ok(m),
-                Err(e) if e.contains("stats_file") => {
-                    eprintln!(
-                        "note: atomfs refused -o stats_file ({e}); mounting without breakdown"
-                    );
-                    self.stats_file_unsupported = true;
+                Err(e) => {
+                    // Perhaps the option is not implemented (yet): try
+                    // once without it before calling the mount failed.
                     dev.wait_released(MOUNT_TIMEOUT)?;
+                    let m =
+                        Mount::fuse(cmd(false), mnt, log, MOUNT_TIMEOUT).map_err(|_| e.clone())?;
+                    eprintln!("note: atomfs failed with -o stats_file ({e}); mounting without it, so no breakdown");
+                    self.stats_file_unsupported = true;
+                    return Ok(m);
                 }
-                Err(e) => return Err(e),
             }
         }
         Mount::fuse(cmd(false), mnt, log, MOUNT_TIMEOUT)

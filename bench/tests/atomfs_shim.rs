@@ -68,3 +68,35 @@ fn atomfs_path_works_with_shims() {
     assert!(md.contains("atomfs block-layer breakdown"));
     let _ = std::fs::remove_dir_all(&work);
 }
+
+#[test]
+fn atomfs_without_stats_file_option_still_runs() {
+    if let Some(why) = precheck() {
+        println!("SKIPPED atomfs_shim: {why}");
+        eprintln!("SKIPPED atomfs_shim: {why}");
+        return;
+    }
+    let work = PathBuf::from("/var/tmp/atomfs-bench-shim2");
+    let bins = work.join("bin");
+    std::fs::create_dir_all(&bins).unwrap();
+    shim(&bins, "mkfs.atomfs", MKFS);
+    // A daemon that knows no -o option at all.
+    let strict = DAEMON.replacen(
+        "dev=$1;",
+        "for a; do [ \"$a\" = -o ] && { echo 'atomfs: unknown option' >&2; exit 1; }; done\ndev=$1;",
+        1,
+    );
+    shim(&bins, "atomfs", &strict);
+    let mut cfg = Config::new(true);
+    cfg.fs = vec![FsKind::Atomfs];
+    cfg.workloads = vec!["rename_replace".into()];
+    cfg.work_dir = work.join("run");
+    cfg.atomfs_bin_dir = bins;
+    cfg.device_size = 320 << 20;
+    let r = atomfs_bench::run(&cfg).expect("bench run");
+    let row = r.row("rename_replace", FsKind::Atomfs).expect("row");
+    assert_eq!(row.error, None);
+    assert!(row.atomfs_stats.is_none());
+    assert!(report::markdown(&r).contains("atomfs breakdown unavailable"));
+    let _ = std::fs::remove_dir_all(&work);
+}
