@@ -287,6 +287,7 @@ fn run_one_inner(cfg: &Config, d: &mut FsDriver, w: &Workload, row: &mut Row) ->
     let c = workload::Ctx {
         mnt: &mnt,
         seed: cfg.seed,
+        device_size: row.device_size,
         sample: &sample,
     };
 

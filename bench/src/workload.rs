@@ -98,6 +98,9 @@ pub struct Setup {
 pub struct Ctx<'a> {
     pub mnt: &'a Path,
     pub seed: u64,
+    /// Size of the device: caps the capacity a file system reports (a
+    /// thin-provisioned one could report more than the media holds).
+    pub device_size: u64,
     /// Reads the device counters (for midpoint samples).
     pub sample: &'a dyn Fn() -> Result<DiskStat>,
 }
@@ -298,7 +301,7 @@ impl Workload {
     pub fn setup(&self, c: &Ctx) -> Result<Setup> {
         let mnt = c.mnt;
         let mut s = Setup {
-            capacity: sys::statfs(mnt)?.0,
+            capacity: sys::statfs(mnt)?.0.min(c.device_size),
             ..Setup::default()
         };
         let mut data = Data::new(c.seed ^ 0x5e7, MIB as usize);
