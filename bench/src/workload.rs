@@ -523,6 +523,7 @@ impl Workload {
                 overwrite_factor,
                 ..
             } => {
+                let human = crate::report::human;
                 let files: Vec<(File, u64)> = setup
                     .files
                     .iter()
@@ -553,9 +554,16 @@ impl Workload {
                         let slot = rng.gen_range(0..slots);
                         let fi = starts.partition_point(|&s| s <= slot) - 1;
                         let off = (slot - starts[fi]) * size;
+                        let done = o.app_bytes;
                         ctx(
                             files[fi].0.write_all_at(data.next(*size as usize), off),
-                            || "pwrite".into(),
+                            || {
+                                format!(
+                                    "pwrite after {} of {} overwritten",
+                                    human(done),
+                                    human(total)
+                                )
+                            },
                         )?;
                         dirty[fi] = true;
                         o.ops += 1;
@@ -563,7 +571,14 @@ impl Workload {
                     }
                     for (fi, d) in dirty.iter_mut().enumerate() {
                         if std::mem::take(d) {
-                            ctx(files[fi].0.sync_all(), || "fsync".into())?;
+                            let done = o.app_bytes;
+                            ctx(files[fi].0.sync_all(), || {
+                                format!(
+                                    "fsync after {} of {} overwritten",
+                                    human(done),
+                                    human(total)
+                                )
+                            })?;
                         }
                     }
                     if o.app_bytes == half {
