@@ -15,16 +15,19 @@
 //! Replay: `ATOMFS_SEED=<seed> cargo test -p blockdev --test crash_explorer
 //! -- --nocapture` runs one seed (add `ATOMFS_SPEC=<spec>` to check one
 //! image, e.g. `torn@812[0,3]`). `ATOMFS_EXPLORER_SEEDS=<n>` runs more seeds
-//! (a longer, nightly-style run); `ATOMFS_SEED_BASE` shifts them.
+//! (a longer, nightly-style run); `ATOMFS_SEED_BASE` shifts them and
+//! `ATOMFS_EXPLORER_OPS` sets the stream length (default 400). A replay
+//! must use the same `ATOMFS_EXPLORER_OPS` as the failing run.
 
 mod support;
 
+use std::io::Write;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
 use blockdev::{CrashOptions, CrashSpec};
-use support::{check_image, generate, probe_geometry, run, Config, Op, Run, Verdict};
+use support::{check_image_with, generate, probe_geometry, run, Config, Op, Run, Verdict};
 
 /// Stream length of one run.
 const OPS: usize = 400;
@@ -69,7 +72,8 @@ fn explore(run: &Run, only: Option<&CrashSpec>, stop_at_first: bool) -> (u64, Ve
         n += 1;
         let probe = i % 23 == 0;
         let fsck = i % 17 == 0;
-        if let Verdict::Violation(why) = check_image(run, spec, probe, fsck) {
+        let nested = i % 31 == 0;
+        if let Verdict::Violation(why) = check_image_with(run, spec, probe, fsck, nested) {
             failures.push(Failure {
                 spec: spec.clone(),
                 why,
@@ -151,7 +155,8 @@ fn report(cfg: &Config, ops: &[Op], f: &Failure) -> String {
 }
 
 fn one_seed(seed: u64, only: Option<&CrashSpec>) -> (u64, Vec<String>) {
-    let cfg = Config::for_seed(seed, OPS);
+    let ops = env_u64("ATOMFS_EXPLORER_OPS").map_or(OPS, |n| n as usize);
+    let cfg = Config::for_seed(seed, ops);
     let (cap, max_req) = probe_geometry(&cfg);
     let ops = generate(&cfg, cap, max_req);
     let run = run(&cfg, &ops, true);
@@ -212,7 +217,10 @@ fn crash_explorer() {
     });
     let images = images.load(Ordering::Relaxed);
     let failures = failures.into_inner().unwrap();
-    println!(
+    // Written to the real stderr, past the test harness's capture, so CI
+    // logs show the count even when the test passes.
+    let _ = writeln!(
+        std::io::stderr(),
         "crash explorer: {images} images, {} violations ({} seeds, {:.1} s)",
         failures.len(),
         seeds.len(),

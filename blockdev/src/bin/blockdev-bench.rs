@@ -16,7 +16,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicIsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use atomic_api::{AtomicDevice, Request, Stats};
 use blockdev::{
@@ -794,5 +794,4 @@ fn main() {
     j += "  ]\n}\n";
     std::fs::write(&o.json, j).unwrap_or_else(|e| panic!("{}: {e}", o.json.display()));
     eprintln!("wrote {}", o.json.display());
-    let _ = Duration::ZERO;
 }

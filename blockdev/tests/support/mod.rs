@@ -433,6 +433,19 @@ pub enum Verdict {
 /// request that survives a flush and a second recovery; when `fsck`, runs
 /// `blockdev::check` first and requires no errors.
 pub fn check_image(run: &Run, spec: &CrashSpec, probe: bool, fsck: bool) -> Verdict {
+    check_image_with(run, spec, probe, fsck, false)
+}
+
+/// [`check_image`], and when `nested`, also every crash image of the
+/// recovery itself (a second power loss while `open` writes its
+/// checkpoint) must recover to the same content.
+pub fn check_image_with(
+    run: &Run,
+    spec: &CrashSpec,
+    probe: bool,
+    fsck: bool,
+    nested: bool,
+) -> Verdict {
     let cfg = &run.cfg;
     let image = run.media.image(spec);
     let (kmin, kmax) = run.bounds(spec.at());
@@ -465,6 +478,31 @@ pub fn check_image(run: &Run, spec: &CrashSpec, probe: bool, fsck: bool) -> Verd
             }
         ));
     };
+    if nested {
+        let specs = image.crash_specs(&blockdev::CrashOptions {
+            subsets_per_window: 8,
+            torn_per_write: 3,
+            seed: spec.at() as u64,
+            ..blockdev::CrashOptions::default()
+        });
+        for inner in specs {
+            let again = image.image(&inner);
+            match LogDevice::open(again, &cfg.open).map(|d| device_digest(&d)) {
+                Ok(Ok(d2)) if d2 == d => {}
+                Ok(Ok(_)) => {
+                    return Verdict::Violation(format!(
+                        "a crash during recovery ({inner} of the recovery's writes) changed the recovered content (k={k})"
+                    ))
+                }
+                Ok(Err(e)) => {
+                    return Verdict::Violation(format!("crash during recovery ({inner}): read: {e}"))
+                }
+                Err(e) => {
+                    return Verdict::Violation(format!("crash during recovery ({inner}): open: {e}"))
+                }
+            }
+        }
+    }
     if probe {
         // Overwrite the first mapped sector (needs no new space, so it
         // works on a full device) or, on an empty one, write a new sector.
