@@ -18,7 +18,10 @@
 //!   by another exclusive opener, in this process or another). An image file
 //!   is locked with `flock(LOCK_EX | LOCK_NB)` (shared for a read-only open),
 //!   which also conflicts with a second open in the same process. Either way
-//!   a second opener gets [`FileMediaError::Busy`].
+//!   a second opener gets [`FileMediaError::Busy`]. (A read-only open of a
+//!   block device takes no claim, since the kernel has no shared one: it
+//!   can coexist with a writer, which is what `fsck -n` on a live device
+//!   expects.)
 //! * **Flush** is `fdatasync`; **discard** is `BLKDISCARD` on a block device
 //!   and `fallocate(PUNCH_HOLE | KEEP_SIZE)` on an image file (media that do
 //!   not support it ignore it, since discard is only a hint).
