@@ -17,7 +17,10 @@
 //! image, e.g. `torn@812[0,3]`). `ATOMFS_EXPLORER_SEEDS=<n>` runs more seeds
 //! (a longer, nightly-style run); `ATOMFS_SEED_BASE` shifts them and
 //! `ATOMFS_EXPLORER_OPS` sets the stream length (default 400). A replay
-//! must use the same `ATOMFS_EXPLORER_OPS` as the failing run.
+//! must use the same `ATOMFS_EXPLORER_OPS` as the failing run. To replay
+//! the shrunk stream of a report, save its op lines to a file and add
+//! `ATOMFS_STREAM=<file>` (with the report's `ATOMFS_SEED`, which picks the
+//! geometry).
 
 mod support;
 
@@ -139,7 +142,12 @@ fn report(cfg: &Config, ops: &[Op], f: &Failure) -> String {
         "crash explorer VIOLATION\n  seed: {} (replay: ATOMFS_SEED={} ATOMFS_SPEC='{}' cargo test -p blockdev --test crash_explorer -- --nocapture)\n  config: {:?}\n  spec: {}\n  allowed k: {}..={}\n  why: {}\n",
         cfg.seed, cfg.seed, f.spec, cfg, f.spec, f.bounds.0, f.bounds.1, f.why
     );
-    let (small, sf) = shrink(cfg, ops.to_vec());
+    // A replayed stream is already small: do not shrink it again.
+    let (small, sf) = if std::env::var("ATOMFS_STREAM").is_ok() {
+        (ops.to_vec(), None)
+    } else {
+        shrink(cfg, ops.to_vec())
+    };
     s += &format!("  smallest reproducing stream ({} ops", small.len());
     if let Some(sf) = sf {
         s += &format!(
@@ -147,7 +155,7 @@ fn report(cfg: &Config, ops: &[Op], f: &Failure) -> String {
             sf.spec, sf.bounds.0, sf.bounds.1, sf.why
         );
     }
-    s += "):\n";
+    s += "; replay: save the lines below to a file and add ATOMFS_STREAM=<file>):\n";
     for (i, op) in small.iter().enumerate() {
         s += &format!("    {i:3}: {op}\n");
     }
@@ -158,7 +166,13 @@ fn one_seed(seed: u64, only: Option<&CrashSpec>) -> (u64, Vec<String>) {
     let ops = env_u64("ATOMFS_EXPLORER_OPS").map_or(OPS, |n| n as usize);
     let cfg = Config::for_seed(seed, ops);
     let (cap, max_req) = probe_geometry(&cfg);
-    let ops = generate(&cfg, cap, max_req);
+    let ops = match std::env::var("ATOMFS_STREAM") {
+        // Replay a (shrunk) stream saved from a failure report.
+        Ok(path) => support::parse_stream(
+            &std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}")),
+        ),
+        Err(_) => generate(&cfg, cap, max_req),
+    };
     let run = run(&cfg, &ops, true);
     let t = Instant::now();
     let (n, failures) = explore(&run, only, true);
@@ -332,4 +346,16 @@ fn known_wedge_after_recovery_seed_1026() {
     trim.trim(0, 1);
     atomic_api::AtomicDevice::submit(&dev, trim)
         .expect("a trim after recovery must not fail with NoSpace");
+}
+
+#[test]
+fn printed_streams_parse_back() {
+    let cfg = Config::for_seed(5, 120);
+    let ops = generate(&cfg, 1000, 64);
+    let text: String = ops
+        .iter()
+        .enumerate()
+        .map(|(i, op)| format!("    {i:3}: {op}\n"))
+        .collect();
+    assert_eq!(support::parse_stream(&text), ops);
 }

@@ -50,6 +50,58 @@ impl fmt::Display for Op {
     }
 }
 
+impl std::str::FromStr for Op {
+    type Err = String;
+
+    /// Parses what `Display` prints (`flush`, `checkpoint`,
+    /// `req W12+3#7 T40+8`), optionally after a `NNN:` line number.
+    fn from_str(line: &str) -> Result<Self, String> {
+        let bad = || format!("bad op {line:?}");
+        let line = line.trim();
+        let line = match line.split_once(':') {
+            Some((n, rest)) if n.trim().chars().all(|c| c.is_ascii_digit()) => rest.trim(),
+            _ => line,
+        };
+        match line {
+            "flush" => return Ok(Op::Flush),
+            "checkpoint" => return Ok(Op::Checkpoint),
+            _ => {}
+        }
+        let mut words = line.split_whitespace();
+        if words.next() != Some("req") {
+            return Err(bad());
+        }
+        let num = |s: &str| s.parse::<u64>().map_err(|_| bad());
+        let mut segs = Vec::new();
+        for w in words {
+            let (kind, rest) = w.split_at(1);
+            let (lba, rest) = rest.split_once('+').ok_or_else(bad)?;
+            segs.push(match kind {
+                "W" => {
+                    let (n, tag) = rest.split_once('#').ok_or_else(bad)?;
+                    Seg::W {
+                        lba: num(lba)?,
+                        n: num(n)?,
+                        tag: tag.parse().map_err(|_| bad())?,
+                    }
+                }
+                "T" => Seg::T {
+                    lba: num(lba)?,
+                    n: num(rest)?,
+                },
+                _ => return Err(bad()),
+            });
+        }
+        Ok(Op::Req(segs))
+    }
+}
+
+/// Reads a stream printed by the explorer (one op per line; other lines
+/// are ignored).
+pub fn parse_stream(text: &str) -> Vec<Op> {
+    text.lines().filter_map(|l| l.parse().ok()).collect()
+}
+
 pub fn build(ss: u32, segs: &[Seg]) -> Request {
     let mut r = Request::new();
     for s in segs {
