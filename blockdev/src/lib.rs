@@ -26,4 +26,6 @@ pub mod sim;
 pub use sim::{CrashOptions, CrashSpec, DiscardMode, SimEvent, SimFault, SimMedia, SimStats};
 
 pub mod file_media;
-pub use file_media::{create_image, DirectIo, FileMedia, FileMediaError, FileMediaOptions, IoMode, MediaKind};
+pub use file_media::{
+    create_image, DirectIo, FileMedia, FileMediaError, FileMediaOptions, IoMode, MediaKind,
+};

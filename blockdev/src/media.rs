@@ -80,7 +80,8 @@ impl AlignedBuf {
             .expect("aligned buffer layout");
         // SAFETY: layout has non-zero size.
         let raw = unsafe { std::alloc::alloc_zeroed(layout) };
-        let ptr = std::ptr::NonNull::new(raw).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
+        let ptr =
+            std::ptr::NonNull::new(raw).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
         Self { ptr, len, capacity }
     }
 
@@ -103,7 +104,10 @@ impl AlignedBuf {
 
     /// Sets the length to `len` (≤ capacity); new bytes are zero.
     pub fn resize(&mut self, len: usize) {
-        assert!(len <= self.capacity, "AlignedBuf cannot grow past its capacity");
+        assert!(
+            len <= self.capacity,
+            "AlignedBuf cannot grow past its capacity"
+        );
         if len > self.len {
             // SAFETY: [self.len, len) lies inside the allocation.
             unsafe { std::ptr::write_bytes(self.ptr.as_ptr().add(self.len), 0, len - self.len) };
