@@ -11,6 +11,7 @@ pub mod budget;
 pub mod core;
 pub mod errno;
 pub mod format;
+pub mod fsck;
 pub mod inspect;
 
 pub use crate::core::types::{

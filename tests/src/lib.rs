@@ -1,0 +1,1 @@
+//! The file-system crash explorer (issue 4); being written.
