@@ -17,4 +17,8 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
+# Two POSIX test tools written by other people, run against a real mount by
+# fs/tests/fuse_posix_tools.rs (pjdfstest needs libacl1-dev, above).
+command -v pjdfstest >/dev/null || cargo install --locked pjdfstest@0.2.2
+command -v fsx >/dev/null || cargo install --locked fsx@0.3.2
 echo "dependencies present"

@@ -70,11 +70,24 @@ pub struct AtomfsBins {
 }
 
 impl AtomfsBins {
+    /// The tools in `dir`. Cargo cannot name a binary `mkfs.atomfs` (rustc
+    /// refuses dots in crate names), so a cargo target dir holds
+    /// `mkfs-atomfs` and `fsck-atomfs`; the dotted names exist once
+    /// installed or linked (`scripts/link-tools.sh`). Either is accepted,
+    /// the dotted one first.
     pub fn in_dir(dir: &Path) -> AtomfsBins {
+        let pick = |dotted: &str, dashed: &str| {
+            let d = dir.join(dotted);
+            if sys::is_executable(&d) {
+                d
+            } else {
+                dir.join(dashed)
+            }
+        };
         AtomfsBins {
-            mkfs: dir.join("mkfs.atomfs"),
+            mkfs: pick("mkfs.atomfs", "mkfs-atomfs"),
             mount: dir.join("atomfs"),
-            fsck: dir.join("fsck.atomfs"),
+            fsck: pick("fsck.atomfs", "fsck-atomfs"),
         }
     }
 
