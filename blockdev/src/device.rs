@@ -271,6 +271,12 @@ impl<M: Media> LogDevice<M> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The state under the lock (white-box tests of the space manager).
+    #[cfg(test)]
+    pub(crate) fn lock_state(&self) -> MutexGuard<'_, State> {
+        self.lock()
+    }
+
     /// Flushes, writes a checkpoint and hands the media back.
     pub fn close(self) -> Result<M> {
         {

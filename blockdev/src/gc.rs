@@ -6,10 +6,10 @@
 use atomic_api::Result;
 
 use crate::media::{AlignedBuf, Media};
-use crate::placement::Placement;
-use crate::record::{parse_entries, parse_fixed, Kind, Run};
+use crate::placement::{span_needed, Placement};
+use crate::record::{entry_bytes, parse_entries, parse_fixed, Kind, Run};
 use crate::segments::{SegState, NO_RECORD};
-use crate::state::State;
+use crate::state::{record_size, State};
 
 /// Chooses a victim among sealed segments: fewest live sectors when
 /// `greedy`, else best cost-benefit (age x free / (1 + used)).
@@ -189,12 +189,26 @@ fn live_from_headers(
     Ok(true)
 }
 
-/// Cleans segment `v`: copies its live sectors into the GC stream and
-/// quarantines it.
-pub fn clean(st: &mut State, m: &dyn Media, v: u32) -> Result<()> {
+/// What cleaning one victim will write: its live runs cut into GC
+/// records, and how many free segments the GC stream enters doing so.
+pub struct CleanPlan {
+    pub victim: u32,
+    records: Vec<Vec<Run>>,
+    /// Free segments the GC records take (the span lists of all of them).
+    pub segments: u64,
+}
+
+/// Finds the live sectors of `v` and cuts them into GC records, without
+/// writing anything, so the caller can check that the segments the copy
+/// needs are there before it starts (a victim with no live data needs
+/// none: it can always be cleaned).
+pub fn plan_clean(st: &mut State, m: &dyn Media, v: u32) -> Result<CleanPlan> {
     let mut live = find_live(st, m, v)?;
-    let ss = st.l.ss as usize;
     let limit = st.l.max_record_sectors;
+    let seg_sectors = st.l.seg_sectors;
+    let mut records = Vec::new();
+    let mut off = st.gc.off;
+    let mut segments = 0;
     let mut i = 0;
     while i < live.len() {
         // One GC record of at most `limit` sectors.
@@ -215,6 +229,28 @@ pub fn clean(st: &mut State, m: &dyn Media, v: u32) -> Result<()> {
                 i += 1;
             }
         }
+        // The same size computation `write_record` makes.
+        let eb = entry_bytes(Kind::Gc, &runs, &[]);
+        let (_, sectors) = record_size(&st.l, off, total, eb);
+        segments += span_needed(seg_sectors, off, sectors);
+        off = (off + sectors) % seg_sectors;
+        records.push(runs);
+    }
+    Ok(CleanPlan {
+        victim: v,
+        records,
+        segments,
+    })
+}
+
+/// Carries out `plan`: copies the victim's live sectors into the GC stream
+/// and quarantines it. Nothing may change between planning and this call.
+pub fn clean(st: &mut State, m: &dyn Media, plan: CleanPlan) -> Result<()> {
+    let v = plan.victim;
+    let ss = st.l.ss as usize;
+    let free_before = st.segs.free_count();
+    for runs in plan.records {
+        let total: u64 = runs.iter().map(|r| r.len).sum();
         let mut buf = AlignedBuf::zeroed(ss + total as usize * ss);
         let mut at = ss;
         for r in &runs {
@@ -235,6 +271,11 @@ pub fn clean(st: &mut State, m: &dyn Media, v: u32) -> Result<()> {
             d += r.len;
         }
     }
+    debug_assert_eq!(
+        free_before - st.segs.free_count(),
+        plan.segments,
+        "cleaning segment {v} took other than the planned segments"
+    );
     debug_assert_eq!(
         st.segs.info[v as usize].live, 0,
         "segment {v} still live after GC"

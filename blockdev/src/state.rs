@@ -229,7 +229,17 @@ impl State {
             self.write_batch(m)?;
         }
         if self.batch_empty() {
-            self.make_room(m)?;
+            match self.make_room(m) {
+                Ok(()) => {}
+                // A trim only frees space, so it is never refused for the
+                // lack of it: write it at once as its own record, from the
+                // checkpoint reserve's margin, so the cleaner can use what
+                // it frees and no later write joins an unreserved batch.
+                Err(Error::NoSpace { .. }) if req_sectors == 0 => {
+                    return self.submit_trims_unreserved(m, req);
+                }
+                Err(e) => return Err(e),
+            }
         }
         let mut trimmed = 0;
         for seg in req.into_segments() {
@@ -243,6 +253,41 @@ impl State {
         }
         self.stats.requests += 1;
         self.stats.submitted_bytes += req_sectors * ss;
+        self.stats.trimmed_sectors += trimmed;
+        Ok(())
+    }
+
+    /// A trim-only request that arrives when `make_room` cannot restore
+    /// the free-segment reserve: applied and written as one user record
+    /// right away (no media flush), if that record and a worst-case
+    /// checkpoint fit in the free segments. The batch is empty.
+    fn submit_trims_unreserved(&mut self, m: &dyn Media, req: Request) -> Result<()> {
+        debug_assert!(self.batch_empty());
+        let trims: Vec<(u64, u64)> = req
+            .segments()
+            .iter()
+            .map(|s| match s {
+                Segment::Trim { lba, sectors } => (*lba, *sectors),
+                Segment::Write { .. } => unreachable!("trim-only request"),
+            })
+            .collect();
+        let eb = entry_bytes(Kind::User, &[], &trims);
+        let (_, total) = record_size(&self.l, self.user.off, 0, eb);
+        let need = span_needed(self.l.seg_sectors, self.user.off, total) + self.l.ckpt_segs;
+        let free = self.segs.free_count();
+        if free < need {
+            return Err(Error::NoSpace {
+                needed_bytes: need * self.l.sb.segment_bytes,
+                free_bytes: free * self.l.sb.segment_bytes,
+            });
+        }
+        let mut trimmed = 0;
+        for &(lba, n) in &trims {
+            trimmed += n;
+            self.batch_trim(lba, n);
+        }
+        self.write_batch(m)?;
+        self.stats.requests += 1;
         self.stats.trimmed_sectors += trimmed;
         Ok(())
     }
@@ -431,11 +476,7 @@ impl State {
             Kind::User => self.user,
             Kind::Gc => self.gc,
         };
-        let h0 = u64::from(header_sectors_for(ss, 0, eb));
-        let span_est =
-            (span_needed(seg_sectors, stream.off, h0 + 1 + data) as usize + 1).min(MAX_SPAN);
-        let h = u64::from(header_sectors_for(ss, span_est, eb));
-        let total = h + data;
+        let (h, total) = record_size(&self.l, stream.off, data, eb);
         let k = span_needed(seg_sectors, stream.off, total);
         if k as usize > MAX_SPAN {
             return Err(Error::TooLarge {
@@ -596,6 +637,23 @@ impl State {
                     .expect("free segment counted")
             })
             .collect();
+        // A sealed segment with no live data (emptied by overwrites and
+        // trims, or cleaned before a crash and found so again by recovery,
+        // which does not know what was quarantined) is as dead as a
+        // quarantined one: once this checkpoint is durable nothing can read
+        // it. Releasing it here, without a cleaning pass, is what lets the
+        // checkpoint written at open give back what GC had freed before a
+        // crash instead of leaving it to a cleaner that may be short of
+        // headroom.
+        let empty: Vec<u32> = (0..self.l.segs)
+            .filter(|&s| {
+                let i = &self.segs.info[s as usize];
+                i.state == SegState::Sealed && i.live == 0
+            })
+            .collect();
+        for s in empty {
+            self.segs.quarantine_seg(s);
+        }
         // The segment table as it is once this checkpoint is durable.
         let mut table = self.segs.info.clone();
         for &s in self.segs.quarantine().iter().chain(self.ckpt_segs.iter()) {
@@ -658,6 +716,13 @@ impl State {
 
     /// Runs with an empty batch: checkpoints by log volume, and cleans
     /// segments until enough are free for a whole batch plus the reserves.
+    ///
+    /// Reserve rule: a cleaning pass starts only if, after the GC records
+    /// it will write (planned exactly, see `gc::plan_clean`), a worst-case
+    /// checkpoint still fits; a checkpoint then returns the victims. So a
+    /// victim with no live data can always be cleaned, and below the GC
+    /// headroom the cleaner still makes progress with victims whose copy
+    /// fits, instead of waiting for headroom that only cleaning can create.
     pub fn make_room(&mut self, m: &dyn Media) -> Result<()> {
         debug_assert!(self.batch_empty());
         if self.log_since_ckpt >= self.ckpt_interval() {
@@ -666,7 +731,8 @@ impl State {
         let hard = self.l.hard_free;
         let slack = (u64::from(self.l.segs) / 16).max(1);
         let soft = hard + slack;
-        let headroom = self.l.ckpt_segs + GC_HEADROOM_SEGS;
+        let ckpt_reserve = self.l.ckpt_segs;
+        let headroom = ckpt_reserve + GC_HEADROOM_SEGS;
         let mut rounds = 0u64;
         while self.segs.free_count() < soft {
             rounds += 1;
@@ -675,9 +741,11 @@ impl State {
             }
             let free = self.segs.free_count();
             let greedy = free < hard;
-            if free >= headroom {
-                if let Some(v) = crate::gc::pick_victim(self, greedy) {
-                    crate::gc::clean(self, m, v)?;
+            if let Some(v) = crate::gc::pick_victim(self, greedy) {
+                let plan = crate::gc::plan_clean(self, m, v)?;
+                if free >= ckpt_reserve + plan.segments {
+                    crate::gc::clean(self, m, plan)?;
+                    debug_assert!(self.segs.free_count() >= ckpt_reserve);
                     let q = self.segs.quarantine().len() as u64;
                     if self.segs.free_count() < headroom || self.segs.free_count() + q >= soft {
                         self.checkpoint_core(m)?;
@@ -701,5 +769,228 @@ impl State {
     }
 }
 
+/// Header sectors and total sectors of a record with `data` payload
+/// sectors and `eb` bytes of entries, written at sector `off` of its
+/// stream's open segment. The header grows with the span list, which
+/// depends on the record's size: estimate the span from a one-sector-larger
+/// header and round up (a slightly large header is harmless; every caller
+/// that plans space uses this same function, so plans and writes agree).
+pub fn record_size(l: &Layout, off: u64, data: u64, eb: usize) -> (u64, u64) {
+    let h0 = u64::from(header_sectors_for(l.ss, 0, eb));
+    let span_est = (span_needed(l.seg_sectors, off, h0 + 1 + data) as usize + 1).min(MAX_SPAN);
+    let h = u64::from(header_sectors_for(l.ss, span_est, eb));
+    (h, h + data)
+}
+
 /// Alias used by the bookkeeping helpers.
 pub type Place = Placement;
+
+#[cfg(test)]
+mod tests {
+    use atomic_api::conformance::pattern;
+    use atomic_api::{AtomicDevice, Error, Request};
+
+    use crate::segments::SegState;
+    use crate::{FormatOptions, LogDevice, OpenOptions, SimMedia};
+
+    const SEG: u64 = 64 << 10;
+
+    /// 24 segments of 64 KiB with 512-byte sectors; no checkpoints by log
+    /// volume, so the tests decide when they happen.
+    fn small() -> LogDevice<SimMedia> {
+        let media = SimMedia::new(512, 16384 + 24 * SEG);
+        LogDevice::format(
+            media,
+            &FormatOptions {
+                segment_size_bytes: SEG,
+                checkpoint_interval_bytes: Some(1 << 30),
+                uuid: Some([9; 16]),
+                ..FormatOptions::default()
+            },
+        )
+        .unwrap()
+    }
+
+    fn write(dev: &LogDevice<SimMedia>, lba: u64, n: u64, tag: u8) {
+        let mut r = Request::new();
+        r.write(lba, pattern(512, lba, n, tag));
+        dev.submit(r).unwrap();
+    }
+
+    fn trim(dev: &LogDevice<SimMedia>, lba: u64, n: u64) -> atomic_api::Result<()> {
+        let mut r = Request::new();
+        r.trim(lba, n);
+        dev.submit(r)
+    }
+
+    /// Takes free segments away (marked as checkpoint segments that no
+    /// checkpoint owns, so nothing ever returns them) until `left` remain.
+    fn steal_free(dev: &LogDevice<SimMedia>, left: u64) {
+        let mut st = dev.lock_state();
+        while st.segs.free_count() > left {
+            st.segs.alloc(SegState::Ckpt).unwrap();
+        }
+    }
+
+    /// Segments the map's data lives in.
+    fn segs_of(dev: &LogDevice<SimMedia>, lba: u64, n: u64) -> Vec<u32> {
+        let st = dev.lock_state();
+        let mut out = Vec::new();
+        for p in st.map.pieces(lba, n) {
+            st.l.for_each_seg(p.loc, p.len, |s, _| out.push(s));
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    #[test]
+    fn checkpoint_releases_sealed_segments_without_live_data() {
+        let dev = small();
+        for i in 0..8 {
+            write(&dev, i * 64, 64, 1);
+        }
+        dev.flush().unwrap();
+        let used = segs_of(&dev, 0, 512);
+        trim(&dev, 0, 512).unwrap();
+        dev.flush().unwrap();
+        let (empty, free_before) = {
+            let st = dev.lock_state();
+            let empty: Vec<u32> = used
+                .iter()
+                .copied()
+                .filter(|&s| st.segs.info[s as usize].state == SegState::Sealed)
+                .collect();
+            for &s in &empty {
+                assert_eq!(st.segs.info[s as usize].live, 0);
+            }
+            (empty, st.segs.free_count())
+        };
+        assert!(empty.len() >= 3, "sealed segments {empty:?}");
+        dev.checkpoint().unwrap();
+        let st = dev.lock_state();
+        for &s in &empty {
+            assert_eq!(
+                st.segs.info[s as usize].state,
+                SegState::Free,
+                "segment {s} has no live data and a checkpoint no longer needs it"
+            );
+        }
+        assert!(st.segs.free_count() >= free_before + empty.len() as u64);
+        drop(st);
+        dev.verify().unwrap();
+        let report = crate::check(&dev.media().durable());
+        assert!(report.is_clean(), "{:?}", report.findings);
+    }
+
+    #[test]
+    fn cleaner_runs_below_gc_headroom_when_the_copy_fits() {
+        let dev = small();
+        for i in 0..8 {
+            write(&dev, i * 64, 64, 2);
+        }
+        dev.flush().unwrap();
+        // The segment holding lba 0; trim everything in it but lba 5.
+        let victim = segs_of(&dev, 0, 1)[0];
+        let ranges: Vec<(u64, u64)> = {
+            let st = dev.lock_state();
+            let start = st.l.seg_start(victim);
+            let end = start + st.l.seg_sectors;
+            st.map
+                .iter()
+                .filter(|p| p.loc < end && p.loc + p.len > start)
+                .map(|p| {
+                    let a = p.loc.max(start);
+                    let b = (p.loc + p.len).min(end);
+                    (p.lba + (a - p.loc), b - a)
+                })
+                .collect()
+        };
+        for (lba, n) in ranges {
+            if (lba..lba + n).contains(&5) {
+                if lba < 5 {
+                    trim(&dev, lba, 5 - lba).unwrap();
+                }
+                if lba + n > 6 {
+                    trim(&dev, 6, lba + n - 6).unwrap();
+                }
+            } else {
+                trim(&dev, lba, n).unwrap();
+            }
+        }
+        dev.flush().unwrap();
+        let ckpt = {
+            let st = dev.lock_state();
+            assert_eq!(st.segs.info[victim as usize].state, SegState::Sealed);
+            assert_eq!(st.segs.info[victim as usize].live, 1);
+            st.l.ckpt_segs
+        };
+        // One segment above the checkpoint reserve: below the GC headroom,
+        // but the one live sector fits in the open GC segment.
+        steal_free(&dev, ckpt + 1);
+        {
+            let mut st = dev.lock_state();
+            let r = st.make_room(dev.media());
+            assert!(
+                matches!(r, Ok(()) | Err(Error::NoSpace { .. })),
+                "make_room: {r:?}"
+            );
+            assert!(
+                matches!(
+                    st.segs.info[victim as usize].state,
+                    SegState::Free | SegState::Quarantine
+                ),
+                "victim {victim} with one live sector was not cleaned: {:?}",
+                st.segs.info[victim as usize]
+            );
+        }
+        dev.verify().unwrap();
+        let mut buf = vec![0u8; 512];
+        dev.read(5, &mut buf).unwrap();
+        assert_eq!(buf, pattern(512, 5, 1, 2));
+    }
+
+    #[test]
+    fn trims_are_accepted_when_the_reserve_cannot_be_restored() {
+        let dev = small();
+        write(&dev, 0, 64, 3);
+        dev.flush().unwrap();
+        let ckpt = dev.lock_state().l.ckpt_segs;
+        // Nothing to clean and only the checkpoint reserve left.
+        steal_free(&dev, ckpt);
+        let mut r = Request::new();
+        r.write(1000, vec![7; 512]);
+        assert!(matches!(dev.submit(r), Err(Error::NoSpace { .. })));
+        trim(&dev, 0, 8).expect("a trim frees space and must be accepted");
+        trim(&dev, 5000, 3).expect("a trim of unmapped sectors too");
+        let mut r = Request::new();
+        r.trim(20, 2);
+        r.trim(40, 4);
+        dev.submit(r).expect("a multi-segment trim too");
+        dev.flush().unwrap();
+        dev.verify().unwrap();
+        let check = |dev: &LogDevice<SimMedia>| {
+            let mut buf = vec![0u8; 64 * 512];
+            dev.read(0, &mut buf).unwrap();
+            let want = pattern(512, 0, 64, 3);
+            for s in 0..64usize {
+                let got = &buf[s * 512..(s + 1) * 512];
+                if s < 8 || (20..22).contains(&s) || (40..44).contains(&s) {
+                    assert!(got.iter().all(|&b| b == 0), "sector {s} not trimmed");
+                } else {
+                    assert_eq!(got, &want[s * 512..(s + 1) * 512], "sector {s}");
+                }
+            }
+        };
+        check(&dev);
+        let again = LogDevice::open(
+            dev.media().durable(),
+            &OpenOptions {
+                read_only: true,
+                ..OpenOptions::default()
+            },
+        )
+        .unwrap();
+        check(&again);
+    }
+}

@@ -16,7 +16,9 @@
 //! -- --nocapture` runs one seed (add `ATOMFS_SPEC=<spec>` to check one
 //! image, e.g. `torn@812[0,3]`). `ATOMFS_EXPLORER_SEEDS=<n>` runs more seeds
 //! (a longer, nightly-style run); `ATOMFS_SEED_BASE` shifts them and
-//! `ATOMFS_EXPLORER_OPS` sets the stream length (default 400). A replay
+//! `ATOMFS_EXPLORER_OPS` sets the stream length (default 400). The count
+//! line is also written to `<target>/tmp/blockdev-crash-explorer.txt`
+//! (`CARGO_TARGET_TMPDIR`), for CI logs. A replay
 //! must use the same `ATOMFS_EXPLORER_OPS` as the failing run. To replay
 //! the shrunk stream of a report, save its op lines to a file and add
 //! `ATOMFS_STREAM=<file>` (with the report's `ATOMFS_SEED`, which picks the
@@ -240,6 +242,19 @@ fn crash_explorer() {
         seeds.len(),
         start.elapsed().as_secs_f64()
     );
+    // And to a file, for CI scripts that print evidence from test runs
+    // (nextest captures the output of passing tests unless configured).
+    let summary = format!(
+        "crash explorer: {images} images, {} violations ({} seeds of {} ops, seed base {})\n",
+        failures.len(),
+        seeds.len(),
+        env_u64("ATOMFS_EXPLORER_OPS").unwrap_or(OPS as u64),
+        seeds.first().copied().unwrap_or(0)
+    );
+    let _ = std::fs::write(
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("blockdev-crash-explorer.txt"),
+        summary,
+    );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     if full_run {
         assert!(
@@ -324,28 +339,80 @@ fn explorer_catches_planted_media_bugs() {
     }
 }
 
-// ----------------------------------------------------------------- known findings
+// ----------------------------------------------------------------- regressions
 
 /// Found by a long explorer run (`ATOMFS_SEED_BASE=1000
-/// ATOMFS_EXPLORER_SEEDS=60 ATOMFS_EXPLORER_OPS=1200`): after recovering
-/// this crash image of a full, fragmented device, every request — even a
-/// pure one-sector trim — fails with `NoSpace { needed: 3 segments, free: 0
-/// }`, and stays wedged after a checkpoint and a clean reopen. The content
-/// itself recovers correctly. Ignored until LogDevice reserves the segments
-/// recovery consumes; run with `--ignored`.
+/// ATOMFS_EXPLORER_SEEDS=60 ATOMFS_EXPLORER_OPS=1200`). The crash image is
+/// of a full, fragmented device taken after GC had cleaned three segments
+/// but before the checkpoint that would have freed them. Recovery replays
+/// the GC records, which leaves those segments sealed with no live data
+/// (recovery cannot tell they were quarantined), so the device came up
+/// with 2 free segments where the cleaner demanded 3 (checkpoint + GC
+/// headroom) before it would clean anything, even a victim with nothing to
+/// copy: every request, even a one-sector trim, failed with `NoSpace`, and
+/// the checkpoint at open did not help. Now the checkpoint releases sealed
+/// segments with no live data, the cleaner runs whenever its planned copy
+/// plus a checkpoint fit, and a trim is accepted even when the reserve
+/// cannot be restored.
+///
+/// The recovered device must accept a trim and then a long run of
+/// overwrites of mapped data at full capacity (which need no new space),
+/// keep its content, and recover it again after a clean close.
 #[test]
-#[ignore = "known LogDevice wedge after recovery at full capacity"]
-fn known_wedge_after_recovery_seed_1026() {
+fn no_wedge_after_recovery_seed_1026() {
+    use atomic_api::conformance::{assert_same_content, mapped_runs, pattern};
+    use atomic_api::{AtomicDevice, MemDevice, Request};
+    use rand::{Rng, SeedableRng};
+
     let cfg = Config::for_seed(1026, 1200);
     let (cap, max_req) = probe_geometry(&cfg);
     let ops = generate(&cfg, cap, max_req);
     let run = run(&cfg, &ops, false);
     let spec: CrashSpec = "prefix@1857".parse().unwrap();
     let dev = blockdev::LogDevice::open(run.media.image(&spec), &cfg.open).unwrap();
-    let mut trim = atomic_api::Request::new();
+    dev.verify().unwrap();
+    let ss = cfg.ss as usize;
+    // The model starts as a copy of what was recovered (checked against
+    // the allowed prefixes by the explorer itself).
+    let model = MemDevice::new(cfg.ss, u64::MAX / 2);
+    for r in mapped_runs(&dev) {
+        let mut buf = vec![0u8; (r.end - r.start) as usize * ss];
+        dev.read(r.start, &mut buf).unwrap();
+        let mut w = Request::new();
+        w.write(r.start, buf);
+        model.submit(w).unwrap();
+    }
+    let space = dev.space();
+    assert!(
+        space.free_bytes < 16 * ss as u64,
+        "the image is meant to be of a full device: {space:?}"
+    );
+    let both = |req: Request, what: &str| {
+        dev.submit(req.clone())
+            .unwrap_or_else(|e| panic!("{what} after recovery: {e}"));
+        model.submit(req).unwrap();
+    };
+    let mut trim = Request::new();
     trim.trim(0, 1);
-    atomic_api::AtomicDevice::submit(&dev, trim)
-        .expect("a trim after recovery must not fail with NoSpace");
+    both(trim, "a one-sector trim");
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1026);
+    for i in 0..600 {
+        let runs = mapped_runs(&dev);
+        let r = &runs[rng.gen_range(0..runs.len())];
+        let n = rng.gen_range(1..=(r.end - r.start).min(16));
+        let at = rng.gen_range(r.start..=r.end - n);
+        let mut w = Request::new();
+        w.write(at, pattern(ss, at, n, rng.gen()));
+        both(w, &format!("overwrite {i} of mapped data on a full device"));
+        if i % 40 == 39 {
+            dev.flush().unwrap();
+        }
+    }
+    dev.verify().unwrap();
+    assert_same_content(&dev, &model, "after overwrites at full capacity");
+    let media = dev.close().unwrap();
+    let dev = blockdev::LogDevice::open(media, &cfg.open).unwrap();
+    assert_same_content(&dev, &model, "after close and reopen");
 }
 
 #[test]

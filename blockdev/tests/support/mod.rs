@@ -556,6 +556,13 @@ pub fn check_image_with(
         }
     }
     if probe {
+        // A trim frees space, so it must be accepted however full the
+        // recovered device is (one of unmapped sectors: no content change).
+        let mut t = Request::new();
+        t.trim(PROBE_LBA + 1, 8);
+        if let Err(e) = dev.submit(t) {
+            return Verdict::Violation(format!("a trim after recovery failed: {e}"));
+        }
         // Overwrite the first mapped sector (needs no new space, so it
         // works on a full device) or, on an empty one, write a new sector.
         let ss = cfg.ss as usize;
