@@ -6,6 +6,8 @@
 
 use atomic_api::AtomicDevice;
 
+pub mod probe;
+
 /// How a check runs.
 #[derive(Clone, Debug, Default)]
 pub struct FsckOptions {
