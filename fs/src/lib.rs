@@ -6,12 +6,15 @@
 //!   [`AtomicDevice`](atomic_api::AtomicDevice); no FUSE types.
 //! * [`inspect`]: `dump_tree`, the tree oracle for tests.
 //! * [`budget`]: the per-operation byte budgets tests assert.
+//! * [`fuse`]: the FUSE adapter and the mount daemon of the `atomfs`
+//!   binary (the only code that uses fuser).
 
 pub mod budget;
 pub mod core;
 pub mod errno;
 pub mod format;
 pub mod fsck;
+pub mod fuse;
 pub mod inspect;
 
 pub use crate::core::types::{

@@ -1,5 +1,185 @@
-//! atomfs — the mount daemon; being written (issue 3).
+//! `atomfs DEVICE|IMAGE MOUNTPOINT [-o opts] [-f] [-d]`: mounts an atomfs
+//! through FUSE.
+//!
+//! Without `-f` it daemonizes, and the parent exits only once the mount is
+//! usable (status 0) or the child has failed (its one-line error relayed,
+//! status 1), so `mount -t fuse.atomfs`, fstab lines through `mount.fuse3`
+//! and scripts can use the mount point as soon as the command returns.
+//! Errors are one line: `atomfs: PATH: cause`.
+//!
+//! Options (`-o a,b,c`, repeatable): `ro`, `rw`, `sync`, `commit=SECONDS`
+//! (background flush interval, default 5, 0 = off), `allow_other`,
+//! `default_permissions`, `writeback_cache` (weaker crash semantics),
+//! `stats_file=PATH`, `fsname=NAME`; the generic flags `dev`, `nodev`,
+//! `suid`, `nosuid`, `exec`, `noexec`, `atime`, `noatime` go to the
+//! kernel; `relatime`, `_netdev`, `nofail`, `defaults`, `auto`, `noauto`,
+//! `user`, `nouser`, `x-*` and the like are accepted and ignored.
+//!
+//! Note: Linux does not forward sync(2)/syncfs(2) to FUSE servers, so on
+//! an atomfs mount they only wait for the commit interval; use fsync.
+
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::exit;
+
+use atomfs::fuse::{daemon, options};
+use clap::Parser;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "atomfs",
+    version,
+    about = "Mount an atomfs file system (journal-free, one atomic request per operation) through FUSE"
+)]
+struct Cli {
+    /// Block device or image file holding the file system.
+    device: PathBuf,
+    /// Directory to mount it on.
+    mountpoint: PathBuf,
+    /// Mount options, comma-separated (repeatable): ro, rw, sync,
+    /// commit=SECONDS, allow_other, default_permissions, writeback_cache,
+    /// stats_file=PATH, fsname=NAME, and the generic mount options.
+    #[arg(short = 'o', value_name = "OPTIONS", action = clap::ArgAction::Append)]
+    options: Vec<String>,
+    /// Stay in the foreground.
+    #[arg(short = 'f')]
+    foreground: bool,
+    /// Debug logging to stderr (implies -f).
+    #[arg(short = 'd')]
+    debug: bool,
+}
+
+fn fail(msg: impl std::fmt::Display) -> ! {
+    eprintln!("atomfs: {msg}");
+    exit(1);
+}
+
+/// An absolute path without requiring it to exist (the mountpoint and the
+/// device are checked later, with their own error messages). The daemon
+/// changes directory to `/`, so relative paths must be resolved first.
+fn absolute(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p)
+        .or_else(|_| std::path::absolute(p))
+        .unwrap_or_else(|_| p.to_path_buf())
+}
+
 fn main() {
-    eprintln!("atomfs: not implemented yet");
-    std::process::exit(1);
+    // Before any thread exists (see block_stop_signals).
+    daemon::block_stop_signals();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help, --version
+            let _ = e.print();
+            exit(0);
+        }
+        Err(e) => {
+            let text = e.to_string();
+            let first = text
+                .lines()
+                .next()
+                .unwrap_or("bad arguments")
+                .trim_start_matches("error: ");
+            fail(format!("{first} (see atomfs --help)"));
+        }
+    };
+    let mut cfg = match options::parse(&cli.options) {
+        Ok(cfg) => cfg,
+        Err(e) => fail(e),
+    };
+    let level = if cli.debug { "debug" } else { "warn" };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+        .format_timestamp_millis()
+        .init();
+    let device = absolute(&cli.device);
+    let mountpoint = absolute(&cli.mountpoint);
+    if let Some(p) = &cfg.stats_file {
+        cfg.stats_file = Some(absolute(p));
+    }
+    if cli.foreground || cli.debug {
+        let d = daemon::mount(&device, &mountpoint, &cfg).unwrap_or_else(|e| fail(e));
+        match d.serve() {
+            Ok(()) => exit(0),
+            Err(e) => fail(e),
+        }
+    }
+    daemonize(&device, &mountpoint, &cfg);
+}
+
+/// Forks; the child mounts and reports through a pipe, then serves; the
+/// parent waits for the report and exits with it.
+fn daemonize(device: &Path, mountpoint: &Path, cfg: &options::MountConfig) -> ! {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two descriptors we then own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        fail(format!(
+            "cannot create a pipe: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: freshly created descriptors, owned once each.
+    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: no other thread exists yet (only the main thread has run).
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        fail(format!("cannot fork: {}", std::io::Error::last_os_error()));
+    }
+    if pid > 0 {
+        drop(wr);
+        let mut report = String::new();
+        let _ = std::fs::File::from(rd).read_to_string(&mut report);
+        if report == "OK" {
+            exit(0);
+        }
+        if let Some(msg) = report.strip_prefix("ERR ") {
+            fail(msg);
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        fail(format!(
+            "{}: the daemon exited before the mount was ready (wait status {status:#x})",
+            mountpoint.display()
+        ));
+    }
+    drop(rd);
+    // SAFETY: the child leaves the parent's session and terminal.
+    unsafe { libc::setsid() };
+    let mut report = std::fs::File::from(wr);
+    let d = match daemon::mount(device, mountpoint, cfg) {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = write!(report, "ERR {e}");
+            exit(1);
+        }
+    };
+    let _ = std::env::set_current_dir("/");
+    detach_stdio();
+    let _ = report.write_all(b"OK");
+    drop(report);
+    match d.serve() {
+        Ok(()) => exit(0),
+        Err(e) => {
+            log::error!("atomfs: {e}");
+            exit(1)
+        }
+    }
+}
+
+/// Points stdin, stdout and stderr at /dev/null so the daemon holds no
+/// terminal and no pipe of whoever started it (mount(8) waits for EOF).
+fn detach_stdio() {
+    let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    else {
+        return;
+    };
+    use std::os::fd::AsRawFd;
+    for fd in 0..3 {
+        // SAFETY: duplicating a valid descriptor onto the standard ones.
+        unsafe { libc::dup2(null.as_raw_fd(), fd) };
+    }
 }
