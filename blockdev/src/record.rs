@@ -1,7 +1,7 @@
 //! Log records: a header (one sector in the common case) followed by the
-//! payload sectors, written as one sequential media write. The crc32c covers
-//! the header and the payload, so a torn or partly written record never
-//! validates. See `blockdev/FORMAT.md` for the byte layout.
+//! payload sectors, written as one sequential media write. The checksum
+//! covers the header and the payload, so a torn or partly written record
+//! never validates (see [`record_crc`] for why it is not a plain crc32c). See `blockdev/FORMAT.md` for the byte layout.
 
 use crate::codec::{
     get_u16, get_u32, get_u64, get_varint, put_u32, put_u64, put_varint, varint_len,
@@ -128,12 +128,38 @@ impl RecordHeader {
     }
 }
 
-/// The crc32c of a record: header (crc field as zero) then payload.
+/// The checksum of a record: crc32c of the header (crc field as zero)
+/// followed by [`payload_digest`] of the payload.
+///
+/// Not crc32c over the payload itself: a CRC is affine, and the crc32c of
+/// any block that ends with its own crc32c is the same constant, so if the
+/// payload is made of such blocks (atomfs metadata sectors, database pages
+/// with crc32c trailers) every block's contribution to a crc32c over the
+/// whole record is a constant too. A torn record whose header reached the
+/// media over an older self-checksummed sector would then validate and
+/// recovery would install the stale sector (found by the file-system crash
+/// explorer, `tests/`).
 pub fn record_crc(header: &[u8], payload: &[u8]) -> u32 {
     let c = crc32c::crc32c(&header[..CRC_AT]);
     let c = crc32c::crc32c_append(c, &[0u8; 4]);
     let c = crc32c::crc32c_append(c, &header[CRC_AT + 4..]);
-    crc32c::crc32c_append(c, payload)
+    crc32c::crc32c_append(c, &payload_digest(payload).to_le_bytes())
+}
+
+/// A non-linear 64-bit digest of the payload (whole sectors, so whole
+/// 8-byte words). Each step is a bijection of the word for a fixed state
+/// and of the state for a fixed word, so payloads that differ in a single
+/// word always digest differently; other differences collide with
+/// probability about 2^-64.
+pub fn payload_digest(payload: &[u8]) -> u64 {
+    debug_assert_eq!(payload.len() % 8, 0);
+    let mut h: u64 = 0x243f_6a88_85a3_08d3 ^ payload.len() as u64;
+    for w in payload.chunks_exact(8) {
+        let x = u64::from_le_bytes(w.try_into().expect("8 bytes"));
+        h = (h ^ x).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        h ^= h >> 29;
+    }
+    h
 }
 
 pub fn set_crc(header: &mut [u8], crc: u32) {
@@ -264,6 +290,31 @@ mod tests {
         let mut back = parse_fixed(&buf).unwrap();
         parse_entries(&buf, &mut back).unwrap();
         assert_eq!(back, h);
+    }
+
+    /// Regression: a record whose payload sectors each end with their own
+    /// crc32c (as atomfs inode sectors do) must not validate when a payload
+    /// sector is replaced by another self-checksummed sector (a torn write
+    /// over stale data). A crc32c over header and payload cannot tell them
+    /// apart; the record checksum must.
+    #[test]
+    fn stale_self_checksummed_payload_fails_the_check() {
+        let sector = |fill: u8| {
+            let mut s = vec![fill; 512];
+            let c = crc32c::crc32c(&s[..508]);
+            s[508..].copy_from_slice(&c.to_le_bytes());
+            s
+        };
+        let header = vec![0x5au8; 512];
+        let new = [sector(1), sector(2)].concat();
+        let stale = [sector(9), sector(2)].concat();
+        let naive = |p: &[u8]| crc32c::crc32c_append(crc32c::crc32c(&header), p);
+        assert_eq!(
+            naive(&new),
+            naive(&stale),
+            "the CRC residue property this guards against"
+        );
+        assert_ne!(record_crc(&header, &new), record_crc(&header, &stale));
     }
 
     #[test]
