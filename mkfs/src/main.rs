@@ -30,6 +30,7 @@ const NAME: &str = "mkfs.atomfs";
 #[derive(Parser, Debug)]
 #[command(
     name = "mkfs.atomfs",
+    bin_name = "mkfs.atomfs",
     version,
     about = "Create an atomfs file system on a block device or image file"
 )]
