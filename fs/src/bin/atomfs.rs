@@ -75,13 +75,18 @@ fn main() {
             exit(0);
         }
         Err(e) => {
+            // clap's message up to its usage block, folded into one line.
             let text = e.to_string();
-            let first = text
+            let msg: Vec<&str> = text
                 .lines()
-                .next()
-                .unwrap_or("bad arguments")
-                .trim_start_matches("error: ");
-            fail(format!("{first} (see atomfs --help)"));
+                .map(str::trim)
+                .take_while(|l| !l.is_empty() && !l.starts_with("Usage:"))
+                .collect();
+            let msg = msg.join(" ");
+            fail(format!(
+                "{} (see atomfs --help)",
+                msg.trim_start_matches("error: ")
+            ));
         }
     };
     let mut cfg = match options::parse(&cli.options) {

@@ -374,11 +374,13 @@ fn finish(
     // What the close wrote is its checkpoint (the batch was flushed above).
     stats.media_checkpoint_bytes += media.written() - written;
     stats.media_flushes += media.flushes() - flushes;
-    drop(media);
     if let Some(path) = &cfg.stats_file {
         write_stats(path, &stats, &at_mount)
             .map_err(|e| format!("{}: cannot write stats: {}", path.display(), io_cause(&e)))?;
     }
+    // Released last: whoever waits for the device to be free (a remount,
+    // a test) then also finds the stats file complete.
+    drop(media);
     Ok(())
 }
 
