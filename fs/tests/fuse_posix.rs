@@ -26,7 +26,8 @@ struct Node {
     nlink: u64,
     rdev: u64,
     mtime: (i64, i64),
-    data: Option<Vec<u8>>,
+    /// Length and crc32c of the contents (regular files).
+    data: Option<(usize, u32)>,
     target: Option<PathBuf>,
     xattrs: BTreeMap<String, Vec<u8>>,
 }
@@ -74,7 +75,10 @@ fn snapshot(root: &Path) -> BTreeMap<PathBuf, Node> {
                     nlink: m.nlink(),
                     rdev: m.rdev(),
                     mtime: (m.mtime(), m.mtime_nsec()),
-                    data: ft.is_file().then(|| fs::read(&p).unwrap()),
+                    data: ft.is_file().then(|| {
+                        let d = fs::read(&p).unwrap();
+                        (d.len(), crc32c::crc32c(&d))
+                    }),
                     target: ft.is_symlink().then(|| fs::read_link(&p).unwrap()),
                     xattrs: xattrs(&p),
                 },
@@ -133,7 +137,10 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
-fn files_and_data(s: &Scratch) {
+/// `writeback`: the mount has the kernel's writeback cache, which does not
+/// write dirty pages back before LSEEK (a FUSE limitation), so SEEK_DATA /
+/// SEEK_HOLE see only what was written back: fsync first there.
+fn files_and_data(s: &Scratch, writeback: bool) {
     // create / write / read, sparse writes and holes
     fs::write(s.path("plain"), b"plain contents").unwrap();
     assert_eq!(fs::read(s.path("plain")).unwrap(), b"plain contents");
@@ -154,6 +161,9 @@ fn files_and_data(s: &Scratch) {
         "a sparse file maps only what was written"
     );
     // SEEK_DATA / SEEK_HOLE
+    if writeback {
+        f.sync_all().unwrap();
+    }
     let fd = f.as_raw_fd();
     let data = unsafe { libc::lseek(fd, 0, libc::SEEK_DATA) };
     assert!(
@@ -214,6 +224,9 @@ fn files_and_data(s: &Scratch) {
     );
     assert_eq!(f.metadata().unwrap().len(), 65536);
     f.write_all_at(&[0xAB; 65536], 0).unwrap();
+    if writeback {
+        f.sync_all().unwrap();
+    }
     assert_eq!(
         unsafe {
             libc::fallocate(
@@ -373,6 +386,7 @@ fn names(s: &Scratch) {
         }
     }
     assert_eq!(fs::read_dir(s.path("dir")).unwrap().count(), 100);
+    File::open(s.path("dir")).unwrap().sync_all().unwrap(); // fsyncdir
     fs::create_dir(s.path("empty")).unwrap();
     fs::remove_dir(s.path("empty")).unwrap();
     assert!(!s.path("empty").exists());
@@ -569,7 +583,7 @@ fn posix_operations_survive_remount() {
     let s = Scratch::new();
     make_image(&s.image, 256 << 20);
     let m = mount_fg(&s.image, &s.mnt, "");
-    files_and_data(&s);
+    files_and_data(&s, false);
     mmap_and_direct(&s);
     names(&s);
     open_unlinked_and_statfs(&s);
@@ -586,4 +600,198 @@ fn posix_operations_survive_remount() {
     assert_eq!(after.len(), before.len());
     let (status, err) = m.unmount().unwrap();
     assert!(status.success(), "daemon exit {status}: {err}");
+}
+
+/// The same operations with the kernel's writeback cache (`-o
+/// writeback_cache`): weaker crash semantics, but the same results.
+#[test]
+fn posix_operations_with_writeback_cache() {
+    if !fuse_available("posix_operations_with_writeback_cache") {
+        return;
+    }
+    let s = Scratch::new();
+    make_image(&s.image, 256 << 20);
+    let m = mount_fg(&s.image, &s.mnt, "writeback_cache");
+    files_and_data(&s, true);
+    mmap_and_direct(&s);
+    names(&s);
+    open_unlinked_and_statfs(&s);
+    // With the writeback cache the kernel owns file mtimes and sends them
+    // late (or, after O_DIRECT writes, not at all): that is part of what
+    // makes the option weaker. Everything else must survive exactly.
+    let no_mtime = |mut t: BTreeMap<PathBuf, Node>| {
+        for n in t.values_mut() {
+            if n.data.is_some() {
+                n.mtime = (0, 0);
+            }
+        }
+        t
+    };
+    let before = no_mtime(snapshot(&s.mnt));
+    let (status, err) = m.unmount().unwrap();
+    assert!(status.success(), "daemon exit {status}: {err}");
+    let m = mount_fg(&s.image, &s.mnt, "");
+    let after = no_mtime(snapshot(&s.mnt));
+    for (path, node) in &before {
+        assert_eq!(after.get(path), Some(node), "{path:?} after remount");
+    }
+    assert_eq!(after.len(), before.len());
+    m.unmount();
+}
+
+/// Runs `script` with `sh -c` as uid/gid 65534 with supplementary group
+/// 4242; true if it exited 0.
+fn as_nobody(s: &Scratch, script: &str) -> bool {
+    std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--groups=4242",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ])
+        .env("MNT", &s.mnt)
+        .stderr(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
+/// The caller's uid, gid and supplementary groups (read from /proc) reach
+/// the core's permission checks, with and without the kernel's own checks
+/// (`default_permissions`); without `allow_other` other users are kept out.
+#[test]
+fn permissions_use_the_callers_credentials() {
+    if !fuse_available("permissions_use_the_callers_credentials") {
+        return;
+    }
+    let s = Scratch::new();
+    make_image(&s.image, 64 << 20);
+    {
+        let m = mount_fg(&s.image, &s.mnt, "");
+        fs::write(s.path("public"), b"for everyone").unwrap();
+        fs::create_dir(s.path("private")).unwrap();
+        fs::set_permissions(s.path("private"), fs::Permissions::from_mode(0o700)).unwrap();
+        fs::create_dir(s.path("grp")).unwrap();
+        std::os::unix::fs::chown(s.path("grp"), Some(0), Some(4242)).unwrap();
+        fs::set_permissions(s.path("grp"), fs::Permissions::from_mode(0o770)).unwrap();
+        // The mounter's session only: the kernel refuses everyone else.
+        assert!(!as_nobody(&s, r#"cat "$MNT/public""#));
+        m.unmount();
+    }
+    for opts in ["allow_other", "allow_other,default_permissions"] {
+        let m = mount_fg(&s.image, &s.mnt, opts);
+        assert!(as_nobody(&s, r#"cat "$MNT/public""#), "{opts}");
+        assert!(!as_nobody(&s, r#"ls "$MNT/private""#), "{opts}");
+        assert!(!as_nobody(&s, r#"touch "$MNT/private/x""#), "{opts}");
+        assert!(!as_nobody(&s, r#"chmod 777 "$MNT/public""#), "{opts}");
+        assert!(!as_nobody(&s, r#"echo x >> "$MNT/public""#), "{opts}");
+        // Write access through the supplementary group only.
+        assert!(
+            as_nobody(&s, r#"touch "$MNT/grp/by-group-$$""#),
+            "{opts}: supplementary group"
+        );
+        let mine = format!("mine-{}", opts.len());
+        assert!(
+            as_nobody(&s, &format!(r#"echo hi > "$MNT/{mine}""#)),
+            "{opts}"
+        );
+        let md = fs::metadata(s.path(&mine)).unwrap();
+        assert_eq!((md.uid(), md.gid()), (65534, 65534), "{opts}");
+        // The kernel applies the caller's umask to the mode it sends.
+        assert!(as_nobody(
+            &s,
+            &format!(r#"umask 027; mkdir "$MNT/{mine}.d""#)
+        ));
+        assert_eq!(
+            fs::metadata(s.path(&format!("{mine}.d"))).unwrap().mode() & 0o777,
+            0o750,
+            "{opts}"
+        );
+        m.unmount();
+    }
+}
+
+/// Many threads creating, writing, renaming, listing and removing in the
+/// same directories at once (the session is multi-threaded and the kernel
+/// sends parallel directory operations).
+#[test]
+fn concurrent_operations_from_many_threads() {
+    if !fuse_available("concurrent_operations_from_many_threads") {
+        return;
+    }
+    let s = Scratch::new();
+    make_image(&s.image, 256 << 20);
+    let m = mount_fg(&s.image, &s.mnt, "");
+    fs::create_dir(s.path("shared")).unwrap();
+    let mnt = s.mnt.clone();
+    let workers: Vec<_> = (0..6)
+        .map(|t| {
+            let mnt = mnt.clone();
+            std::thread::spawn(move || {
+                for i in 0..150 {
+                    let p = mnt.join(format!("shared/t{t}-{i}"));
+                    let data = pattern(1000 + i * 37, t as u8);
+                    fs::write(&p, &data).unwrap();
+                    if i % 5 == 0 {
+                        let q = mnt.join(format!("shared/t{t}-{i}.renamed"));
+                        fs::rename(&p, &q).unwrap();
+                        assert_eq!(fs::read(&q).unwrap(), data);
+                    } else if i % 7 == 0 {
+                        fs::remove_file(&p).unwrap();
+                    } else {
+                        assert_eq!(fs::read(&p).unwrap(), data);
+                    }
+                }
+            })
+        })
+        .collect();
+    let lister = {
+        let mnt = mnt.clone();
+        std::thread::spawn(move || {
+            for _ in 0..50 {
+                let n = fs::read_dir(mnt.join("shared")).unwrap().count();
+                assert!(n <= 6 * 150);
+            }
+        })
+    };
+    for w in workers {
+        w.join().unwrap();
+    }
+    lister.join().unwrap();
+    let mut expect = BTreeMap::new();
+    for t in 0..6u8 {
+        for i in 0..150usize {
+            let name = if i % 5 == 0 {
+                format!("t{t}-{i}.renamed")
+            } else if i % 7 == 0 {
+                continue;
+            } else {
+                format!("t{t}-{i}")
+            };
+            expect.insert(name, pattern(1000 + i * 37, t));
+        }
+    }
+    let check = |mnt: &Path| {
+        let names: Vec<String> = fs::read_dir(mnt.join("shared"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names.len(), expect.len());
+        for (name, data) in &expect {
+            assert_eq!(
+                &fs::read(mnt.join("shared").join(name)).unwrap(),
+                data,
+                "{name}"
+            );
+        }
+    };
+    check(&s.mnt);
+    m.unmount();
+    let m = mount_fg(&s.image, &s.mnt, "");
+    check(&s.mnt);
+    m.unmount();
 }
