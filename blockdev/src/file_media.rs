@@ -39,8 +39,11 @@ use crate::media::{is_direct_aligned, AlignedBuf, Media, DIRECT_IO_ALIGN};
 pub struct FileMediaOptions {
     /// Open for reading only: writes, flushes and discards fail.
     pub read_only: bool,
-    /// Sector size of an image file (512 or 4096; default 512). Ignored for
-    /// block devices, whose logical block size is read from the kernel.
+    /// Sector size of an image file (512 or 4096). Default: the one a valid
+    /// atomfs superblock on the image records (so an image formatted with
+    /// 4096-byte sectors opens as such without being told), else 512.
+    /// Ignored for block devices, whose logical block size is read from the
+    /// kernel.
     pub image_sector_size: Option<u32>,
     /// Direct I/O policy (default [`DirectIo::Auto`]).
     pub direct: DirectIo,
@@ -236,7 +239,10 @@ impl FileMedia {
                 (ss as u32, size)
             }
             MediaKind::ImageFile => {
-                let ss = options.image_sector_size.unwrap_or(512);
+                let ss = match options.image_sector_size {
+                    Some(ss) => ss,
+                    None => recorded_sector_size(&file).unwrap_or(512),
+                };
                 let len = file.metadata().map_err(io_err("stat"))?.len();
                 (ss, len)
             }
@@ -471,6 +477,25 @@ impl Media for FileMedia {
     fn describe(&self) -> String {
         self.path.display().to_string()
     }
+}
+
+/// The sector size recorded by a valid atomfs superblock (either copy) on
+/// an image file, read through a separate buffered descriptor so that
+/// O_DIRECT alignment does not matter. `None` if there is none.
+fn recorded_sector_size(file: &File) -> Option<u32> {
+    let path = format!("/proc/self/fd/{}", file.as_raw_fd());
+    let plain = File::open(path).ok()?;
+    let found = crate::layout::SB_OFFSETS.iter().find_map(|&off| {
+        let mut b = [0u8; crate::layout::SB_BYTES];
+        plain.read_exact_at(&mut b, off).ok()?;
+        crate::layout::Superblock::decode(&b).ok()
+    });
+    // Dropping `plain` releases no lock: the flock belongs to the open file
+    // description of `file`, which `plain` (a fresh open) does not share.
+    drop(plain);
+    found
+        .map(|sb| sb.sector_size)
+        .filter(|&ss| ss == 512 || ss == 4096)
 }
 
 /// Creates an image file of `size` bytes (sparse; a whole number of 4096-
