@@ -527,3 +527,75 @@ if grep -q " $MNT " /proc/self/mountinfo; then echo MOUNTED; fi"#,
     assert_eq!(fs::read(s.path("via-fstab")).unwrap(), b"fstab\n");
     m.unmount();
 }
+
+/// Waits until a block device can be opened exclusively (its daemon
+/// exited); images use `wait_released` (flock) instead.
+fn wait_bdev_free(dev: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let c = cstr(dev);
+        let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_EXCL) };
+        if fd >= 0 {
+            unsafe { libc::close(fd) };
+            return;
+        }
+        assert!(Instant::now() < deadline, "{dev:?} still busy");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Detaches a loop device on drop.
+struct Loop(String);
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.0).status();
+    }
+}
+
+/// A block device (a loop device over an image) mounts like an image,
+/// and is opened exclusively: a second mount is refused.
+#[test]
+fn block_device_mount() {
+    if !fuse_available("block_device_mount") {
+        return;
+    }
+    if !Path::new("/dev/loop-control").exists() || !have("losetup") {
+        let required = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+            || std::env::var("ATOMFS_REQUIRE_FUSE").is_ok_and(|v| v == "1");
+        assert!(!required, "loop devices are required");
+        eprintln!("SKIPPED block_device_mount: no loop devices");
+        return;
+    }
+    let s = Scratch::new();
+    make_image(&s.image, 64 << 20);
+    let out = Command::new("losetup")
+        .args(["--find", "--show"])
+        .arg(&s.image)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "losetup: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dev = Loop(String::from_utf8(out.stdout).unwrap().trim().to_string());
+    let devpath = PathBuf::from(&dev.0);
+    let m = mount_fg(&devpath, &s.mnt, "");
+    assert_eq!(mount_type(&s.mnt).unwrap().1, dev.0);
+    fs::write(s.path("on-a-block-device"), b"loop").unwrap();
+    let other = s.extra_mnt("other");
+    let out = run_atomfs(&devpath, &other, "");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(one_line(&err).contains(&dev.0), "{err}");
+    umount(&s.mnt);
+    let (status, err) = m.wait();
+    assert!(status.success(), "{status} {err}");
+    wait_bdev_free(&devpath);
+    let m = mount_bg(&devpath, &s.mnt, "ro");
+    assert_eq!(fs::read(s.path("on-a-block-device")).unwrap(), b"loop");
+    umount(&m.mnt);
+    // The daemon holds the device (O_EXCL) until it exits.
+    wait_bdev_free(&devpath);
+}

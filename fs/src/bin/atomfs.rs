@@ -10,6 +10,7 @@
 //! Options (`-o a,b,c`, repeatable): `ro`, `rw`, `sync`, `commit=SECONDS`
 //! (background flush interval, default 5, 0 = off), `allow_other`,
 //! `default_permissions`, `writeback_cache` (weaker crash semantics),
+//! `direct_io` (every open bypasses the page cache, as with O_DIRECT),
 //! `stats_file=PATH`, `fsname=NAME`; the generic flags `dev`, `nodev`,
 //! `suid`, `nosuid`, `exec`, `noexec`, `atime`, `noatime` go to the
 //! kernel; `relatime`, `_netdev`, `nofail`, `defaults`, `auto`, `noauto`,
@@ -39,7 +40,7 @@ struct Cli {
     mountpoint: PathBuf,
     /// Mount options, comma-separated (repeatable): ro, rw, sync,
     /// commit=SECONDS, allow_other, default_permissions, writeback_cache,
-    /// stats_file=PATH, fsname=NAME, and the generic mount options.
+    /// direct_io, stats_file=PATH, fsname=NAME, and the generic mount options.
     #[arg(short = 'o', value_name = "OPTIONS", action = clap::ArgAction::Append)]
     options: Vec<String>,
     /// Stay in the foreground.
@@ -166,9 +167,22 @@ fn daemonize(device: &Path, mountpoint: &Path, cfg: &options::MountConfig) -> ! 
     match d.serve() {
         Ok(()) => exit(0),
         Err(e) => {
-            log::error!("atomfs: {e}");
+            syslog_error(&e);
             exit(1)
         }
+    }
+}
+
+/// A detached daemon has no stderr; an error at exit (a failed final
+/// flush) goes to syslog so it is not lost.
+fn syslog_error(msg: &str) {
+    let Ok(msg) = std::ffi::CString::new(format!("atomfs: {msg}")) else {
+        return;
+    };
+    // SAFETY: constant format string and a valid C string argument.
+    unsafe {
+        libc::openlog(c"atomfs".as_ptr(), libc::LOG_PID, libc::LOG_DAEMON);
+        libc::syslog(libc::LOG_ERR, c"%s".as_ptr(), msg.as_ptr());
     }
 }
 
