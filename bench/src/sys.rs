@@ -270,8 +270,22 @@ pub fn statfs(path: &Path) -> Result<(u64, u64)> {
             io::Error::last_os_error()
         ));
     }
-    let bs = st.f_bsize as u64;
-    Ok((st.f_blocks as u64 * bs, st.f_bavail as u64 * bs))
+    Ok(statfs_bytes(
+        st.f_blocks as u64,
+        st.f_bavail as u64,
+        st.f_frsize as u64,
+        st.f_bsize as u64,
+    ))
+}
+
+/// Total and available bytes from statfs fields. Block counts are in
+/// units of the *fragment* size `f_frsize` (statvfs(3)); `f_bsize` is only
+/// the preferred I/O size. ext4, xfs and btrfs report the two equal, but
+/// atomfs counts 512-byte sectors and prefers 4 KiB I/O, so using
+/// `f_bsize` would overstate its capacity eightfold.
+pub fn statfs_bytes(blocks: u64, bavail: u64, frsize: u64, bsize: u64) -> (u64, u64) {
+    let unit = if frsize > 0 { frsize } else { bsize };
+    (blocks * unit, bavail * unit)
 }
 
 /// `sync(2)`.
@@ -498,6 +512,16 @@ mod tests {
         assert_eq!(d.write_bytes, 16 * 512);
         assert_eq!(d.discard_bytes, 0);
         assert!(DiskStat::parse("1 2").is_err());
+    }
+
+    #[test]
+    fn statfs_counts_in_fragments() {
+        // atomfs: 512-byte sectors, 4 KiB preferred I/O.
+        assert_eq!(statfs_bytes(1000, 600, 512, 4096), (512_000, 307_200));
+        // ext4: both 4 KiB.
+        assert_eq!(statfs_bytes(10, 5, 4096, 4096), (40_960, 20_480));
+        // No f_frsize (old kernels): f_bsize.
+        assert_eq!(statfs_bytes(10, 5, 0, 4096), (40_960, 20_480));
     }
 
     #[test]
