@@ -49,6 +49,9 @@ pub struct Config {
     /// Size of each loop device for the `aged` workloads.
     pub aged_device_size: u64,
     pub direct_io: bool,
+    /// Time cap of each `aged` overwrite phase (`--aged-max-secs`); the
+    /// second half of what was written is reported.
+    pub aged_max_secs: Option<f64>,
     pub seed: u64,
     pub tree_source: Option<PathBuf>,
 }
@@ -66,6 +69,7 @@ impl Config {
             device_size: if quick { 512 * MIB } else { 4096 * MIB },
             aged_device_size: if quick { 512 * MIB } else { 1024 * MIB },
             direct_io: true,
+            aged_max_secs: None,
             seed: 42,
             tree_source: workload::default_tree_source(),
         }
@@ -133,6 +137,9 @@ pub struct Row {
     pub result: Measured,
     /// For `aged`: the whole overwrite phase.
     pub whole: Option<Measured>,
+    /// For `aged`: stopped by `--aged-max-secs` before `overwrite_factor`
+    /// × capacity was written.
+    pub time_capped: bool,
     pub read_back: Option<ReadBack>,
     /// atomfs only: the daemon's counters for the measured mount (the JSON
     /// of its `-o stats_file=`), if it wrote them.
@@ -256,6 +263,7 @@ pub fn run_one(cfg: &Config, d: &mut FsDriver, w: &Workload) -> Row {
         mkfs_secs: 0.0,
         result: Measured::default(),
         whole: None,
+        time_capped: false,
         read_back: None,
         atomfs_stats: None,
     };
@@ -289,6 +297,7 @@ fn run_one_inner(cfg: &Config, d: &mut FsDriver, w: &Workload, row: &mut Row) ->
         seed: cfg.seed,
         device_size: row.device_size,
         sample: &sample,
+        deadline: None,
     };
 
     let mut measured_stats = stats_path();
@@ -304,7 +313,14 @@ fn run_one_inner(cfg: &Config, d: &mut FsDriver, w: &Workload, row: &mut Row) ->
 
     let before = lo.stat()?;
     let t0 = Instant::now();
+    let c = workload::Ctx {
+        deadline: cfg
+            .aged_max_secs
+            .map(|s| t0 + std::time::Duration::from_secs_f64(s)),
+        ..c
+    };
     let out = w.run(&c, &setup)?;
+    row.time_capped = out.time_capped;
     let t1 = Instant::now();
     d.unmount(&mut m, &lo)?;
     let t2 = Instant::now();

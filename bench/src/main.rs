@@ -38,6 +38,11 @@ struct Args {
     /// Size of each loop device for aged, in MiB (default 512 quick, 1024 full).
     #[arg(long)]
     aged_device_mib: Option<u64>,
+    /// Stop each aged overwrite phase after this many seconds even if it
+    /// has not written 2× capacity (0.125× in quick mode) yet; the second
+    /// half of what it wrote is reported, and the table says so.
+    #[arg(long)]
+    aged_max_secs: Option<f64>,
     /// Loop devices with buffered I/O through the host page cache instead
     /// of --direct-io=on.
     #[arg(long)]
@@ -67,6 +72,7 @@ fn main() -> ExitCode {
         cfg.aged_device_size = m << 20;
     }
     cfg.direct_io = !a.buffered_loop;
+    cfg.aged_max_secs = a.aged_max_secs;
     if a.tree_source.is_some() {
         cfg.tree_source = a.tree_source;
     }

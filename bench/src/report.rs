@@ -166,17 +166,19 @@ pub fn markdown(r: &Report) -> String {
     if !aged.is_empty() {
         let _ = writeln!(
             s,
-            "\n**aged, whole overwrite phase** (the main table shows the second half)\n\n| workload | fs | capacity | filled | app bytes | device bytes | WA | time s |\n|---|---|---:|---:|---:|---:|---:|---:|"
+            "\n**aged, whole overwrite phase** (the main table shows the second half)\n\n| workload | fs | capacity | filled | overwritten | app bytes | device bytes | WA | time s |\n|---|---|---:|---:|---:|---:|---:|---:|---:|"
         );
         for row in aged {
             let w = row.whole.as_ref().expect("filtered");
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} | {} | {:.2} |",
+                "| {} | {} | {} | {} | {:.2}× capacity{} | {} | {} | {} | {:.2} |",
                 row.workload,
                 row.fs,
                 human(row.capacity),
                 human(row.setup_bytes),
+                w.app_bytes as f64 / row.capacity.max(1) as f64,
+                if row.time_capped { " (time cap)" } else { "" },
                 human(w.app_bytes),
                 human(w.device.write_bytes),
                 fmt_wa(w.wa()),

@@ -80,6 +80,9 @@ pub struct Outcome {
     /// For `aged`: the application bytes and device counters at the
     /// midpoint, so that the second half (steady state) can be reported.
     pub midpoint: Option<(u64, DiskStat)>,
+    /// For `aged`: the overwrite phase was stopped by `--aged-max-secs`
+    /// before it had written `overwrite_factor` × capacity.
+    pub time_capped: bool,
 }
 
 /// What a workload left behind in its setup phase.
@@ -103,6 +106,9 @@ pub struct Ctx<'a> {
     pub device_size: u64,
     /// Reads the device counters (for midpoint samples).
     pub sample: &'a dyn Fn() -> Result<DiskStat>,
+    /// For `aged`: stop the overwrite phase at this time even if it has not
+    /// written `overwrite_factor` × capacity yet (`--aged-max-secs`).
+    pub deadline: Option<std::time::Instant>,
 }
 
 /// Incompressible, non-repeating data for writes.
@@ -547,9 +553,17 @@ impl Workload {
                     acc += n;
                 }
                 let total = (setup.capacity as f64 * overwrite_factor) as u64 / size * size;
-                let half = total / 2 / (size * batch) * (size * batch);
+                // Device counters every 1/16 of the phase (at batch
+                // boundaries), so that the second half can be cut out even
+                // if the time cap stops the phase early.
+                let step = (total / 16 / (size * batch)).max(1) * (size * batch);
+                let mut samples: Vec<(u64, DiskStat)> = Vec::new();
                 let mut dirty = vec![false; files.len()];
                 while o.app_bytes < total {
+                    if c.deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                        o.time_capped = true;
+                        break;
+                    }
                     for _ in 0..*batch {
                         let slot = rng.gen_range(0..slots);
                         let fi = starts.partition_point(|&s| s <= slot) - 1;
@@ -581,10 +595,16 @@ impl Workload {
                             })?;
                         }
                     }
-                    if o.app_bytes == half {
-                        o.midpoint = Some((o.app_bytes, (c.sample)()?));
+                    if o.app_bytes % step == 0 {
+                        samples.push((o.app_bytes, (c.sample)()?));
                     }
                 }
+                // The sample nearest to half of what was written.
+                let half = o.app_bytes / 2;
+                o.midpoint = samples
+                    .into_iter()
+                    .filter(|(a, _)| *a > 0 && *a < o.app_bytes)
+                    .min_by_key(|(a, _)| a.abs_diff(half));
             }
         }
         Ok(o)
@@ -681,7 +701,7 @@ pub fn build(names: &[String], quick: bool, tree_source: Option<PathBuf>) -> Res
                         file_size: n(16 * MIB, 4 * MIB),
                         size: 4 * KIB,
                         batch: 64,
-                        overwrite_factor: if quick { 0.25 } else { 2.0 },
+                        overwrite_factor: if quick { 0.125 } else { 2.0 },
                     });
                 }
             }
