@@ -26,18 +26,48 @@ fn skip(why: &str) {
     eprintln!("SKIPPED quick_compare: {why}");
 }
 
+/// Where the atomfs binaries are: `ATOMFS_BIN_DIR` if set; else this test's
+/// own profile directory (`target/debug` when the whole workspace was
+/// built, as `cargo nextest run --workspace` does), else the other profile
+/// of the same target dir (`cargo nextest run -p atomfs-bench` builds no
+/// atomfs binary, but a `cargo build --release` may have).
+fn bin_dir() -> Result<PathBuf, String> {
+    if let Some(d) = std::env::var_os("ATOMFS_BIN_DIR") {
+        let d = PathBuf::from(d);
+        return match AtomfsBins::in_dir(&d).missing() {
+            None => Ok(d),
+            Some(why) => Err(format!("ATOMFS_BIN_DIR: {why}")),
+        };
+    }
+    let own = default_bin_dir();
+    let mut cands = vec![own.clone()];
+    if let Some(target) = own.parent() {
+        cands.extend(["debug", "release"].map(|p| target.join(p)));
+    }
+    let mut first_why = None;
+    for d in cands {
+        match AtomfsBins::in_dir(&d).missing() {
+            None => return Ok(d),
+            Some(why) => {
+                first_why.get_or_insert(why);
+            }
+        }
+    }
+    Err(first_why.unwrap_or_default()
+        + " (build them: cargo build -p atomfs -p mkfs-atomfs, or set ATOMFS_BIN_DIR)")
+}
+
 #[test]
 fn atomfs_writes_fewer_device_bytes_than_ext4() {
     if let Some(why) = precheck() {
         return skip(&why);
     }
     let mut cfg = Config::new(true);
-    cfg.atomfs_bin_dir = std::env::var_os("ATOMFS_BIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(default_bin_dir);
-    if let Some(why) = AtomfsBins::in_dir(&cfg.atomfs_bin_dir).missing() {
-        return skip(&format!("atomfs binaries not built: {why}"));
-    }
+    cfg.atomfs_bin_dir = match bin_dir() {
+        Ok(d) => d,
+        Err(why) => return skip(&format!("atomfs binaries not built: {why}")),
+    };
+    println!("atomfs binaries from {}", cfg.atomfs_bin_dir.display());
     cfg.fs = vec![FsKind::Atomfs, FsKind::Ext4];
     cfg.workloads = WORKLOADS.iter().map(|s| s.to_string()).collect();
     // Not the CLI's default work dir, so a manual run can go on meanwhile.
