@@ -30,12 +30,14 @@ run bash scripts/install-deps.sh
 
 step "2/7 build everything in release mode"
 run cargo build --release --workspace
-for b in mkfs.atomfs atomfs fsck.atomfs atomfs-bench; do
+for b in mkfs-atomfs atomfs fsck-atomfs atomfs-bench; do
   if [ ! -x "$BIN/$b" ]; then
     echo "missing $BIN/$b: that binary is not built by this checkout yet" >&2
     exit 1
   fi
 done
+# Cargo cannot name a binary with a dot: link mkfs.atomfs and fsck.atomfs.
+run sh scripts/link-tools.sh "$BIN"
 
 # The image's daemon, if it is still running, holds the image open.
 image_in_use() {
