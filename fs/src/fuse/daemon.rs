@@ -171,6 +171,7 @@ pub fn mount(device: &Path, mountpoint: &Path, cfg: &MountConfig) -> Result<Daem
 
     let fuse_cfg = FuseConfig {
         writeback_cache: cfg.writeback_cache,
+        direct_io: cfg.direct_io,
         ..FuseConfig::default()
     };
     let mut options = vec![

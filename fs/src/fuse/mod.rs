@@ -53,6 +53,9 @@ pub struct FuseConfig {
     pub entry_ttl: Duration,
     /// Ask for the kernel's writeback cache (weaker crash semantics).
     pub writeback_cache: bool,
+    /// Open every file with `FOPEN_DIRECT_IO`: no page cache, every read
+    /// and write goes to the daemon with the caller's offset and length.
+    pub direct_io: bool,
     /// Largest WRITE the kernel may send; `None` = as large as one device
     /// request can hold (capped at 4 MiB; the kernel caps it further at
     /// `fs.fuse.max_pages_limit`, 1 MiB by default).
@@ -65,6 +68,7 @@ impl Default for FuseConfig {
             attr_ttl: Duration::from_secs(1),
             entry_ttl: Duration::from_secs(1),
             writeback_cache: false,
+            direct_io: false,
             max_write: None,
         }
     }
@@ -107,6 +111,15 @@ impl<D: AtomicDevice> AtomFuse<D> {
             .min(fits)
             .max(4096);
         want as u32
+    }
+
+    /// The reply flags of every OPEN and CREATE of a regular file.
+    fn fopen_flags(&self) -> FopenFlags {
+        if self.cfg.direct_io {
+            FopenFlags::FOPEN_DIRECT_IO
+        } else {
+            FopenFlags::FOPEN_KEEP_CACHE
+        }
     }
 
     fn entry(&self, reply: ReplyEntry, attr: &FileAttr) {
@@ -472,10 +485,11 @@ impl<D: AtomicDevice + 'static> fuser::Filesystem for AtomFuse<D> {
     /// changes the files, so cached pages are never stale. O_DIRECT opens
     /// need no flag: the kernel sends their I/O uncached through its
     /// `direct_IO` path and keeps the page cache coherent itself; mmap
-    /// therefore keeps working on every handle.
+    /// therefore keeps working on every handle. With the `direct_io` option
+    /// every open gets `FOPEN_DIRECT_IO` instead (see [`FuseConfig`]).
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         match self.fs.open(&ctx(req), ino.0, flags.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+            Ok(fh) => reply.opened(FileHandle(fh), self.fopen_flags()),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -732,7 +746,7 @@ impl<D: AtomicDevice + 'static> fuser::Filesystem for AtomFuse<D> {
                 &to_fuser_attr(&attr),
                 Generation(attr.generation),
                 FileHandle(fh),
-                FopenFlags::FOPEN_KEEP_CACHE,
+                self.fopen_flags(),
             ),
             Err(e) => reply.error(errno(e)),
         }

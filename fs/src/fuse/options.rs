@@ -70,6 +70,10 @@ pub struct MountConfig {
     /// `writeback_cache`: the kernel may buffer and reorder writes (weaker
     /// crash semantics; see the `fuse` module docs).
     pub writeback_cache: bool,
+    /// `direct_io`: every open bypasses the kernel's page cache
+    /// (`FOPEN_DIRECT_IO`), so each read and write reaches the daemon as
+    /// issued; the kernel then refuses `MAP_SHARED` mmap (ENODEV).
+    pub direct_io: bool,
     /// `stats_file=PATH`: device counters written at exit (bench/README.md).
     pub stats_file: Option<PathBuf>,
     /// `fsname=NAME`: the source shown in /proc/mounts (default: the device).
@@ -90,6 +94,7 @@ impl Default for MountConfig {
             allow_other: false,
             default_permissions: false,
             writeback_cache: false,
+            direct_io: false,
             stats_file: None,
             fsname: None,
             vfs_flags: Vec::new(),
@@ -170,6 +175,10 @@ fn apply(cfg: &mut MountConfig, opt: &str) -> Result<(), String> {
             flag(value)?;
             cfg.writeback_cache = true;
         }
+        "direct_io" => {
+            flag(value)?;
+            cfg.direct_io = true;
+        }
         "commit" => {
             let v = value.ok_or("option 'commit' needs a value: commit=SECONDS")?;
             let secs: u64 = v
@@ -215,7 +224,7 @@ mod tests {
         let cfg = parse::<&str>(&[]).unwrap();
         assert_eq!(cfg, MountConfig::default());
         assert_eq!(cfg.commit, Some(Duration::from_secs(5)));
-        assert!(!cfg.read_only && !cfg.sync && !cfg.writeback_cache);
+        assert!(!cfg.read_only && !cfg.sync && !cfg.writeback_cache && !cfg.direct_io);
     }
 
     #[test]
@@ -223,11 +232,11 @@ mod tests {
         let cfg = parse(&[
             "ro,sync,commit=30",
             "allow_other,default_permissions",
-            "writeback_cache,stats_file=/tmp/s.json",
+            "writeback_cache,stats_file=/tmp/s.json,direct_io",
         ])
         .unwrap();
         assert!(cfg.read_only && cfg.sync && cfg.allow_other && cfg.default_permissions);
-        assert!(cfg.writeback_cache);
+        assert!(cfg.writeback_cache && cfg.direct_io);
         assert_eq!(cfg.commit, Some(Duration::from_secs(30)));
         assert_eq!(cfg.stats_file, Some(PathBuf::from("/tmp/s.json")));
         assert_eq!(parse(&["commit=0"]).unwrap().commit, None);
@@ -263,6 +272,7 @@ mod tests {
             ("commit=-1", "not a whole number"),
             ("stats_file=", "needs a value"),
             ("ro=1", "takes no value"),
+            ("direct_io=1", "takes no value"),
             ("subtype=other", "unknown mount option"),
         ] {
             let err = parse(&[opt]).unwrap_err();
