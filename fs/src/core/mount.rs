@@ -227,19 +227,44 @@ impl<D: AtomicDevice> Fs<D> {
         Ok(fs)
     }
 
-    /// Frees inodes left open-but-unlinked by a crash.
+    /// Frees inodes left open-but-unlinked by a crash: an orphan record
+    /// whose inode has no links frees the inode, its region and the record;
+    /// a record whose inode is still linked (or whose slot is already free)
+    /// is only dropped, so a stray record can never free a reachable file.
+    /// A record whose inode sector cannot be read is kept for fsck. Each
+    /// chunk is one request.
     fn reclaim_orphans(&self, orphans: &[u64]) -> Result<(), MountError> {
         for chunk in orphans.chunks(ORPHANS_PER_REQUEST) {
             let mut st = self.lock();
             let mut txn = super::txn::Txn::default();
             for &ino in chunk {
-                if ino != ROOT_INO {
-                    txn.freed.insert(ino);
+                match self.inode(&mut st, ino) {
+                    Ok(inode) if inode.nlink == 0 && ino != ROOT_INO => {
+                        txn.freed.insert(ino);
+                    }
+                    Ok(_) => {
+                        log::warn!("atomfs: dropping the orphan record of linked inode {ino}");
+                        txn.orphan_del.insert(ino);
+                    }
+                    Err(crate::errno::Errno::ENOENT) => {
+                        log::warn!("atomfs: dropping the orphan record of free inode {ino}");
+                        txn.orphan_del.insert(ino);
+                    }
+                    Err(e) => {
+                        log::warn!(
+                            "atomfs: keeping the orphan record of unreadable inode {ino} \
+                             ({e}); run fsck.atomfs"
+                        );
+                    }
                 }
             }
+            let freed = txn.freed.len();
+            let dropped = txn.orphan_del.len();
             self.commit(&mut st, txn)
                 .map_err(|e| MountError::Corrupt(format!("freeing orphans: {e}")))?;
-            log::info!("atomfs: freed {} orphaned inodes", chunk.len());
+            log::info!(
+                "atomfs: freed {freed} orphaned inodes, dropped {dropped} stray orphan records"
+            );
         }
         Ok(())
     }
