@@ -508,6 +508,15 @@ impl<D: AtomicDevice> Fs<D> {
                 }
             }
         }
+        // A directory that moves to another parent adds a link (its `..`)
+        // there, unless it takes the place of a directory.
+        if parent != newparent {
+            let newparent_gains = src_dir && !dst_dir;
+            let parent_gains = exchange && dst_dir && !src_dir;
+            if newparent_gains && ndir.nlink >= LINK_MAX || parent_gains && pdir.nlink >= LINK_MAX {
+                return Err(Errno::EMLINK);
+            }
+        }
         let now = self.now();
         let (src_kind, src_ino) = (kind_of(&src), src.ino);
         let mut src = src;
