@@ -24,9 +24,10 @@
 //! unmount would), so the writes of buffered, never-persisted steps are
 //! crashed too.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use atomfs::fsck::FsckOptions;
 use atomfs::inspect::{dump_tree, Node, Tree};
@@ -74,28 +75,42 @@ pub fn mkfs_opts() -> MkfsOptions {
 /// discard behaviours, and a replay from the id gets the same ones.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// Long (random) or short (seq) workloads, and the profile index.
+    pub long: bool,
+    pub profile: u64,
     pub seed: u64,
     pub ss: u32,
     pub segments: u64,
     pub format: FormatOptions,
     pub open: OpenOptions,
     pub discard: DiscardMode,
-    /// Bytes the setup writes and overwrites in a scratch file (then
-    /// deletes) so that segments hold garbage and GC runs inside the steps.
+    /// Bytes the warm-up writes and overwrites in a scratch file so that
+    /// segments hold garbage and GC runs inside the steps (see [`warm_up`]).
     pub warm_bytes: u64,
 }
 
+/// Device profiles per kind of workload. The warmed-up device of a
+/// profile is built once per process and every workload of that profile
+/// starts from a copy of it (see [`Base`]), which keeps short workloads
+/// cheap; 24 profiles still cover both sector sizes, all segment, buffer
+/// and checkpoint sizes and discard modes.
+pub const PROFILES: u64 = 24;
+
 fn id_seed(id: &WorkloadId) -> u64 {
     let text = id.to_string();
-    u64::from(crc32c::crc32c(text.as_bytes())) << 32
-        | u64::from(crc32c::crc32c(
-            &text.as_bytes().iter().rev().copied().collect::<Vec<u8>>(),
-        ))
+    u64::from(crc32c::crc32c(text.as_bytes()))
 }
 
 impl Config {
+    /// The config of the workload `id`: that of its profile.
     pub fn for_workload(id: &WorkloadId) -> Self {
-        let seed = id_seed(id);
+        let long = matches!(id, WorkloadId::Random { .. });
+        Self::for_profile(long, id_seed(id) % PROFILES)
+    }
+
+    /// Profile `index` of short (seq) or long (random) workloads.
+    pub fn for_profile(long: bool, index: u64) -> Self {
+        let seed = index.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ if long { 0x1000 } else { 0 };
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let ss = if rng.gen_ratio(1, 4) { 4096 } else { 512 };
         // Small segments make GC run often inside short workloads; the
@@ -105,7 +120,6 @@ impl Config {
         } else {
             [32 << 10, 64 << 10, 128 << 10][rng.gen_range(0..3)]
         };
-        let long = matches!(id, WorkloadId::Random { .. });
         let media_target: u64 = if long { 2 << 20 } else { 1 << 20 };
         let segments = (media_target / segment_size_bytes).max(14) + rng.gen_range(0..4);
         let ckpt = [4u64 << 10, 16 << 10, 64 << 10][rng.gen_range(0..3)];
@@ -136,6 +150,8 @@ impl Config {
         let media_bytes = segments * segment_size_bytes;
         let warm_bytes = (media_bytes as f64 * rng.gen_range(0.3..2.0)) as u64;
         Config {
+            long,
+            profile: index,
             seed,
             ss,
             segments,
@@ -317,16 +333,11 @@ pub fn tree_diff(got: &Tree, want: &Tree) -> (usize, String) {
 
 /// Runs `w` on the oracle: the tree after the setup and after every step,
 /// and every step's result.
-fn oracle(
-    w: &Workload,
-    cfg: &Config,
-    geometry: atomic_api::Geometry,
-    capacity: u64,
-) -> (Vec<Tree>, Vec<Result<(), Errno>>) {
-    let dev = MemDevice::with_geometry(geometry, 1 << 40);
-    Fs::mkfs(&dev, &mkfs_opts()).expect("oracle mkfs");
+fn oracle(w: &Workload, dev: MemDevice, topped: &[Op]) -> (Vec<Tree>, Vec<Result<(), Errno>>) {
     let fs = Fs::mount(dev, &mount_opts()).expect("oracle mount");
-    warm_up(&fs, cfg.warm_bytes, capacity).expect("oracle warm-up");
+    for op in topped {
+        exec::apply(&fs, op).unwrap_or_else(|e| panic!("oracle top-up {op}: {e}"));
+    }
     for op in &w.setup {
         exec::apply(&fs, op).unwrap_or_else(|e| panic!("oracle setup {op}: {e}"));
     }
@@ -391,6 +402,98 @@ pub fn warm_up<D: AtomicDevice>(fs: &Fs<D>, bytes: u64, capacity: u64) -> Result
     Ok(())
 }
 
+/// Brings a freshly opened copy of the warmed-up device back to GC's
+/// steady state: opening writes a checkpoint, which releases the segments
+/// GC had quarantined, so the first few segments the steps need would come
+/// free. Rewrites warm-up chunks until GC runs (at most 48), then a few
+/// small writes chosen by `salt` so workloads of one profile start at
+/// different points of a segment. Returns the operations, for the oracle.
+fn top_up<D: AtomicDevice>(fs: &Fs<D>, capacity: u64, salt: u64) -> Result<Vec<Op>, Errno> {
+    let chunk = 16u64 << 10;
+    let window = (capacity / 4 / chunk).max(1) * chunk;
+    let gc0 = fs.device().stats().media_gc_bytes;
+    let mut ops = Vec::new();
+    let mut run = |op: Op| -> Result<(), Errno> {
+        exec::apply(fs, &op)?;
+        ops.push(op);
+        Ok(())
+    };
+    for i in 0..48u64 {
+        if fs.device().stats().media_gc_bytes > gc0 {
+            break;
+        }
+        run(Op::Write {
+            path: ".warm".into(),
+            kind: WriteKind::Plain,
+            off: (i * chunk) % window,
+            len: chunk,
+            tag: 0xC0 ^ i as u8,
+        })?;
+        if i % 4 == 3 {
+            fs.sync()?;
+        }
+    }
+    for j in 0..salt % 7 {
+        run(Op::Write {
+            path: ".warm".into(),
+            kind: WriteKind::Plain,
+            off: (salt >> 8) % window + j * 2048,
+            len: 2048,
+            tag: 0xE0 ^ j as u8,
+        })?;
+    }
+    Ok(ops)
+}
+
+/// The warmed-up starting point of every workload of one profile: the
+/// device after mkfs, [`warm_up`] and a sync, and the oracle's device in
+/// the same state. Built once per process and profile; workloads start
+/// from copies (copy-on-write media pages), and the device under test is
+/// opened by recovery like any remounted file system.
+pub struct Base {
+    pub media: SimMedia,
+    pub oracle: MemDevice,
+    /// The device's capacity (sizes the warm-up file).
+    pub capacity: u64,
+}
+
+impl Base {
+    pub fn get(cfg: &Config) -> Arc<Base> {
+        type Cache = Mutex<HashMap<(bool, u64), Arc<Base>>>;
+        static CACHE: OnceLock<Cache> = OnceLock::new();
+        let cache = CACHE.get_or_init(Default::default);
+        let key = (cfg.long, cfg.profile);
+        if let Some(b) = cache.lock().unwrap().get(&key) {
+            return b.clone();
+        }
+        let b = Arc::new(Base::build(cfg));
+        cache.lock().unwrap().entry(key).or_insert(b).clone()
+    }
+
+    fn build(cfg: &Config) -> Base {
+        let media = cfg.media();
+        let dev = LogDevice::format(media.clone(), &cfg.format)
+            .unwrap_or_else(|e| panic!("profile {}: format: {e} ({cfg:?})", cfg.profile));
+        let capacity = dev.space().capacity_bytes;
+        let geometry = dev.geometry();
+        Fs::mkfs(&dev, &mkfs_opts()).expect("mkfs");
+        let fs = Fs::mount(dev, &mount_opts()).expect("mount");
+        warm_up(&fs, cfg.warm_bytes, capacity)
+            .unwrap_or_else(|e| panic!("profile {}: warm-up: {e} ({cfg:?})", cfg.profile));
+        drop(fs.unmount().expect("unmount"));
+        let oracle = MemDevice::with_geometry(geometry, 1 << 40);
+        Fs::mkfs(&oracle, &mkfs_opts()).expect("oracle mkfs");
+        let fs = Fs::mount(oracle, &mount_opts()).expect("oracle mount");
+        warm_up(&fs, cfg.warm_bytes, capacity).expect("oracle warm-up");
+        let oracle = fs.unmount().expect("oracle unmount");
+        Base {
+            media: media.snapshot(),
+            oracle,
+            capacity,
+        }
+    }
+}
+
 /// Plays `w` on a fresh `LogDevice` over `SimMedia` (wrapped by `wrap`,
 /// for mutation tests) and on the oracle. A live divergence from the
 /// oracle is returned as a violation.
@@ -399,13 +502,12 @@ pub fn record_with<W: AtomicDevice>(
     wrap: impl FnOnce(LogDevice<SimMedia>) -> W,
 ) -> Result<Recording, Violation> {
     let cfg = Config::for_workload(&w.id);
-    let media = cfg.media();
-    let dev = LogDevice::format(media.clone(), &cfg.format)
-        .unwrap_or_else(|e| panic!("{}: format: {e} ({cfg:?})", w.id));
-    let capacity = dev.space().capacity_bytes;
-    let (trees, results) = oracle(w, &cfg, dev.geometry(), capacity);
+    let base = Base::get(&cfg);
+    let media = base.media.snapshot();
+    media.set_discard_mode(cfg.discard);
+    let dev = LogDevice::open(media.clone(), &cfg.open)
+        .unwrap_or_else(|e| panic!("{}: open the warmed-up device: {e} ({cfg:?})", w.id));
     let dev = wrap(dev);
-    Fs::mkfs(&dev, &mkfs_opts()).unwrap_or_else(|e| panic!("{}: mkfs: {e}", w.id));
     let fs = Fs::mount(dev, &mount_opts()).unwrap_or_else(|e| panic!("{}: mount: {e}", w.id));
     let diverge = |why: String| Violation {
         id: w.id,
@@ -413,7 +515,9 @@ pub fn record_with<W: AtomicDevice>(
         bounds: (0, 0),
         why,
     };
-    warm_up(&fs, cfg.warm_bytes, capacity).map_err(|e| diverge(format!("warm-up failed: {e}")))?;
+    let topped = top_up(&fs, base.capacity, id_seed(&w.id))
+        .map_err(|e| diverge(format!("top-up of the warm-up file failed: {e}")))?;
+    let (trees, results) = oracle(w, base.oracle.snapshot(), &topped);
     for op in &w.setup {
         exec::apply(&fs, op).map_err(|e| diverge(format!("setup {op} failed: {e}")))?;
     }
