@@ -115,11 +115,21 @@ impl AlignedBuf {
         self.len = len;
     }
 
-    /// Appends `data` (must fit in the capacity).
+    /// Appends `data` (must fit in the capacity). Copies once: the bytes
+    /// are not zeroed first.
     pub fn extend_from_slice(&mut self, data: &[u8]) {
         let start = self.len;
-        self.resize(start + data.len());
-        self[start..].copy_from_slice(data);
+        assert!(
+            data.len() <= self.capacity - start,
+            "AlignedBuf cannot grow past its capacity"
+        );
+        // SAFETY: [start, start + data.len()) lies inside the allocation
+        // (checked above) and cannot overlap `data`, which is borrowed
+        // shared while we hold `&mut self`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.as_ptr().add(start), data.len())
+        };
+        self.len = start + data.len();
     }
 
     pub fn clear(&mut self) {
@@ -139,7 +149,8 @@ impl Drop for AlignedBuf {
 impl std::ops::Deref for AlignedBuf {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        // SAFETY: the first `len` bytes are initialised (zeroed at allocation).
+        // SAFETY: the whole allocation is initialised (zeroed at allocation,
+        // only ever overwritten since).
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 }
