@@ -63,6 +63,27 @@ impl ExtentMap {
     /// Calls `f` for every mapped piece inside `lba..lba+len`, in order.
     pub fn for_each_in(&self, lba: u64, len: u64, mut f: impl FnMut(Piece)) {
         let end = lba + len;
+        // One descent for the common cases: nothing mapped in the range, or
+        // one extent covering its start (then the only one in it, since the
+        // last extent starting before `end` starts at or before `lba`).
+        match self.map.range(..end).next_back() {
+            None => return,
+            Some((&k, e)) => {
+                let e_end = k + u64::from(e.len);
+                if e_end <= lba {
+                    return;
+                }
+                if k <= lba {
+                    f(Piece {
+                        lba,
+                        len: e_end.min(end) - lba,
+                        loc: e.loc + (lba - k),
+                        pending: e.pending,
+                    });
+                    return;
+                }
+            }
+        }
         if let Some((&k, e)) = self.map.range(..lba).next_back() {
             let e_end = k + u64::from(e.len);
             if e_end > lba {
@@ -103,6 +124,64 @@ impl ExtentMap {
     /// O(log n + extents touched).
     pub fn remove(&mut self, lba: u64, len: u64, mut f: impl FnMut(Piece)) {
         let end = lba + len;
+        // Fast path (one descent): nothing mapped in the range, or a single
+        // extent starting before `lba` covers all of the range's mapped part.
+        match self.map.range_mut(..end).next_back() {
+            None => return,
+            Some((&k, e)) => {
+                let e_end = k + u64::from(e.len);
+                if e_end <= lba {
+                    return;
+                }
+                if k < lba {
+                    let old = *e;
+                    let cut_end = e_end.min(end);
+                    e.len = (lba - k) as u32;
+                    f(Piece {
+                        lba,
+                        len: cut_end - lba,
+                        loc: old.loc + (lba - k),
+                        pending: old.pending,
+                    });
+                    self.mapped -= cut_end - lba;
+                    if e_end > end {
+                        self.map.insert(
+                            end,
+                            Extent {
+                                loc: old.loc + (end - k),
+                                len: (e_end - end) as u32,
+                                pending: old.pending,
+                            },
+                        );
+                    }
+                    return;
+                }
+                if k == lba {
+                    // The only extent in the range, starting at `lba`.
+                    let old = *e;
+                    self.map.remove(&k);
+                    let cut_end = e_end.min(end);
+                    f(Piece {
+                        lba,
+                        len: cut_end - lba,
+                        loc: old.loc,
+                        pending: old.pending,
+                    });
+                    self.mapped -= cut_end - lba;
+                    if e_end > end {
+                        self.map.insert(
+                            end,
+                            Extent {
+                                loc: old.loc + (end - k),
+                                len: (e_end - end) as u32,
+                                pending: old.pending,
+                            },
+                        );
+                    }
+                    return;
+                }
+            }
+        }
         if let Some((&k, &e)) = self.map.range(..lba).next_back() {
             let e_end = k + u64::from(e.len);
             if e_end > lba {
@@ -153,7 +232,17 @@ impl ExtentMap {
 
     /// Maps `lba..lba+len` to `loc..loc+len`, replacing (and reporting to
     /// `f`) whatever was mapped there; merges with contiguous neighbours.
-    pub fn insert(&mut self, lba: u64, len: u64, loc: u64, pending: bool, f: impl FnMut(Piece)) {
+    pub fn insert(
+        &mut self,
+        lba: u64,
+        len: u64,
+        loc: u64,
+        pending: bool,
+        mut f: impl FnMut(Piece),
+    ) {
+        if len <= MAX_EXTENT && self.insert_fast(lba, len, loc, pending, false, &mut f) {
+            return;
+        }
         self.remove(lba, len, f);
         let mut at = 0;
         while at < len {
@@ -161,6 +250,98 @@ impl ExtentMap {
             self.insert_one(lba + at, n, loc + at, pending);
             at += n;
         }
+    }
+
+    /// `insert` in the two common cases, with one descent to look at the
+    /// neighbourhood: nothing mapped in `lba..lba+len`, or exactly one
+    /// extent covering exactly that range (an overwrite of same-sized
+    /// data). Returns false, changing nothing, in every other case (and,
+    /// with `keep_pending`, when the extent replaced is pending). Merges
+    /// with contiguous neighbours exactly as `insert_one` does.
+    fn insert_fast(
+        &mut self,
+        lba: u64,
+        len: u64,
+        loc: u64,
+        pending: bool,
+        keep_pending: bool,
+        f: &mut impl FnMut(Piece),
+    ) -> bool {
+        debug_assert!(len > 0 && len <= MAX_EXTENT);
+        let end = lba + len;
+        // Walking back from `end`: the extent starting at `end` (a merge
+        // candidate), the last one starting before `end`, and (if that is
+        // the one being replaced) the one before it.
+        let mut it = self.map.range(..=end).rev();
+        let mut last = it.next();
+        let mut next = None;
+        if let Some((&k, e)) = last {
+            if k == end {
+                next = Some(*e);
+                last = it.next();
+            }
+        }
+        let (replaced, prev) = match last {
+            None => (None, None),
+            Some((&k, &e)) => {
+                let e_end = k + u64::from(e.len);
+                if e_end <= lba {
+                    (None, Some((k, e)))
+                } else if k == lba && e_end == end && !(keep_pending && e.pending) {
+                    (Some(e), it.next().map(|(&k, &e)| (k, e)))
+                } else {
+                    return false;
+                }
+            }
+        };
+        let merge_prev = prev.filter(|&(k, p)| {
+            k + u64::from(p.len) == lba
+                && p.pending == pending
+                && p.loc + u64::from(p.len) == loc
+                && u64::from(p.len) + len <= MAX_EXTENT
+        });
+        let merged_len = len + merge_prev.map_or(0, |(_, p)| u64::from(p.len));
+        let merge_next = next.filter(|n| {
+            n.pending == pending
+                && loc + len == n.loc
+                && merged_len + u64::from(n.len) <= MAX_EXTENT
+        });
+        match replaced {
+            Some(old) => f(Piece {
+                lba,
+                len,
+                loc: old.loc,
+                pending: old.pending,
+            }),
+            None => self.mapped += len,
+        }
+        let next_len = match merge_next {
+            Some(n) => {
+                self.map.remove(&end);
+                n.len
+            }
+            None => 0,
+        };
+        match merge_prev {
+            Some((k, _)) => {
+                if replaced.is_some() {
+                    self.map.remove(&lba);
+                }
+                let e = self.map.get_mut(&k).expect("previous extent");
+                e.len += len as u32 + next_len;
+            }
+            None => {
+                self.map.insert(
+                    lba,
+                    Extent {
+                        loc,
+                        len: len as u32 + next_len,
+                        pending,
+                    },
+                );
+            }
+        }
+        true
     }
 
     fn insert_one(&mut self, lba: u64, len: u64, loc: u64, pending: bool) {
@@ -196,6 +377,47 @@ impl ExtentMap {
             }
         }
         self.map.insert(start, ext);
+    }
+
+    /// `insert(lba, len, loc, pending, f)` if that can be done with one
+    /// descent and replaces no pending data: nothing is mapped in the
+    /// range, or exactly one media extent covers exactly the range. Returns
+    /// false, changing nothing, otherwise.
+    pub fn insert_over_media(
+        &mut self,
+        lba: u64,
+        len: u64,
+        loc: u64,
+        pending: bool,
+        mut f: impl FnMut(Piece),
+    ) -> bool {
+        len <= MAX_EXTENT && self.insert_fast(lba, len, loc, pending, true, &mut f)
+    }
+
+    /// If `lba..lba+len` is exactly one pending extent at buffer position
+    /// `bpos`, that extent (otherwise `None`).
+    pub fn exact_pending(&self, lba: u64, len: u64, bpos: u64) -> Option<Extent> {
+        self.map
+            .get(&lba)
+            .filter(|e| e.pending && e.loc == bpos && u64::from(e.len) == len)
+            .copied()
+    }
+
+    /// Turns the pending extent that is exactly `lba..lba+len` at buffer
+    /// position `bpos` into a media extent at `phys`, in place (one
+    /// descent). Returns false, changing nothing, if the map does not hold
+    /// exactly that extent. Does not merge with neighbours: a media extent
+    /// can only be contiguous with one from the same record, which the
+    /// caller has already joined.
+    pub fn commit_pending(&mut self, lba: u64, len: u64, bpos: u64, phys: u64) -> bool {
+        match self.map.get_mut(&lba) {
+            Some(e) if e.pending && e.loc == bpos && u64::from(e.len) == len => {
+                e.loc = phys;
+                e.pending = false;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// The maximal run of mapped sectors at or after `from` (adjacent
@@ -298,6 +520,65 @@ mod tests {
                 s..e
             });
             assert_eq!(m.next_mapped(from), expect, "from {from}");
+        }
+    }
+
+    /// The one-descent paths (`insert_fast`, the fast cases of `remove`
+    /// and `for_each_in`) give exactly what the general ones give: the
+    /// same extents (merged the same way), mapped count and pieces.
+    #[test]
+    fn fast_paths_match_the_general_ones() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
+        let mut m = ExtentMap::new();
+        for _ in 0..20_000 {
+            let lba = rng.gen_range(0..300u64);
+            let len = rng.gen_range(1..12u64);
+            // Overwrites of exactly one extent are made common on purpose.
+            let (lba, len) = match m.iter().nth(rng.gen_range(0..m.extents().max(1))) {
+                Some(p) if rng.gen_bool(0.4) => (p.lba, p.len),
+                _ => (lba, len),
+            };
+            let pending = rng.gen_bool(0.5);
+            // Contiguous with logical neighbours half the time (merges).
+            let loc = if rng.gen_bool(0.5) {
+                lba + 7000
+            } else {
+                rng.gen_range(0..100_000u64)
+            };
+            // The general paths: pieces from the two-range walk, removal
+            // and insertion through `remove` + `insert_one`.
+            let mut want_pieces = Vec::new();
+            for (&k, e) in m.map.iter() {
+                let (a, b) = (k.max(lba), (k + u64::from(e.len)).min(lba + len));
+                if a < b {
+                    want_pieces.push(Piece {
+                        lba: a,
+                        len: b - a,
+                        loc: e.loc + (a - k),
+                        pending: e.pending,
+                    });
+                }
+            }
+            assert_eq!(m.pieces(lba, len), want_pieces);
+            let mut slow = m.clone();
+            let mut slow_removed = Vec::new();
+            if rng.gen_bool(0.2) {
+                slow.remove(lba, len, |p| slow_removed.push(p));
+                let mut removed = Vec::new();
+                m.remove(lba, len, |p| removed.push(p));
+                assert_eq!(removed, want_pieces);
+                assert_eq!(slow_removed, want_pieces);
+            } else {
+                // `remove` is itself checked against the model above.
+                slow.remove(lba, len, |p| slow_removed.push(p));
+                slow.insert_one(lba, len, loc, pending);
+                let mut removed = Vec::new();
+                m.insert(lba, len, loc, pending, |p| removed.push(p));
+                assert_eq!(removed, slow_removed);
+                assert_eq!(m.map, slow.map, "insert {lba}+{len} at {loc} {pending}");
+            }
+            assert_eq!(m.mapped, slow.mapped);
+            m.verify().unwrap();
         }
     }
 

@@ -251,14 +251,20 @@ pub fn clean(st: &mut State, m: &dyn Media, plan: CleanPlan) -> Result<()> {
     let free_before = st.segs.free_count();
     for runs in plan.records {
         let total: u64 = runs.iter().map(|r| r.len).sum();
-        let mut buf = AlignedBuf::zeroed(ss + total as usize * ss);
-        let mut at = ss;
+        // Room for exactly the header `write_record` will need, so the
+        // record is written from this buffer without a copy.
+        let eb = entry_bytes(Kind::Gc, &runs, &[]);
+        let (h, _) = record_size(&st.l, st.gc.off, total, eb);
+        let mut reserve = h;
+        let mut buf = AlignedBuf::zeroed((h + total) as usize * ss);
+        let mut at = h as usize * ss;
         for r in &runs {
             let len = r.len as usize * ss;
             st.read_media(m, r.old, &mut buf[at..at + len])?;
             at += len;
         }
-        let place = st.write_record(m, Kind::Gc, &[], &runs, &mut buf)?;
+        let place = st.write_record(m, Kind::Gc, &[], &runs, &mut buf, &mut reserve)?;
+        debug_assert_eq!(reserve, place.h);
         let mut d = place.h;
         for r in &runs {
             let mut x = 0;

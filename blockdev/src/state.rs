@@ -54,8 +54,17 @@ pub struct State {
     pub user: Stream,
     pub gc: Stream,
     // ---- group-commit batch
-    /// Header sector reserved at the front, then the batch data.
+    /// `hdr_reserve` sectors of room for the record header at the front,
+    /// then the batch data.
     pub buf: Option<AlignedBuf>,
+    /// Sectors reserved at the front of `buf` for the record header (at
+    /// least 1). The header is written into the last `h` of them, so the
+    /// record goes to the media straight from `buf`; when a batch needs a
+    /// larger header the data is moved up once and the reserve stays
+    /// larger (at most `max_hdr_reserve`).
+    pub hdr_reserve: u64,
+    /// Bound on `hdr_reserve`: room in `buf` beyond a maximal batch.
+    pub max_hdr_reserve: u64,
     /// Data sectors in `buf` (including dead ones).
     pub buf_sectors: u64,
     /// Sectors in `buf` no longer referenced (trimmed after being written).
@@ -92,6 +101,8 @@ impl State {
             b
         });
         let media_bytes = l.sb.media_bytes;
+        // `buf` holds a maximal batch (max_record_sectors) plus this much.
+        let max_hdr_reserve = 1 + l.sb.max_request_bytes / ss;
         Self {
             segs: SegTable::new(l.segs),
             batch_limit: l.sb.buffer_bytes / ss,
@@ -114,6 +125,8 @@ impl State {
                 seq: 1,
             },
             buf,
+            hdr_reserve: 1,
+            max_hdr_reserve,
             buf_sectors: 0,
             dead: 0,
             pending_sectors: 0,
@@ -175,7 +188,7 @@ impl State {
             let dst = &mut out[at..at + p.len as usize * ss];
             if p.pending {
                 let buf = self.buf.as_ref().expect("pending data needs a buffer");
-                let src = ss + p.loc as usize * ss;
+                let src = (self.hdr_reserve + p.loc) as usize * ss;
                 dst.copy_from_slice(&buf[src..src + dst.len()]);
             } else {
                 m.read_at(p.loc * self.l.ss, dst)
@@ -198,27 +211,33 @@ impl State {
     /// Applies a validated request to the batch.
     pub fn submit(&mut self, m: &dyn Media, req: Request) -> Result<()> {
         let ss = self.l.ss;
-        let mut grow: i128 = 0;
-        for seg in req.segments() {
-            match seg {
-                Segment::Write { lba, data } => {
-                    let n = data.len() as u64 / ss;
-                    grow += i128::from(n - self.map.mapped_in(*lba, n));
-                }
-                Segment::Trim { lba, sectors } => {
-                    grow -= i128::from(self.map.mapped_in(*lba, *sectors));
-                }
-            }
-        }
+        let req_sectors = req.write_bytes() / ss;
         let live = self.map.mapped();
         let cap = self.capacity_sectors();
-        if grow > 0 && i128::from(live) + grow > i128::from(cap) {
-            return Err(Error::NoSpace {
-                needed_bytes: grow as u64 * ss,
-                free_bytes: cap.saturating_sub(live) * ss,
-            });
+        // The request grows the mapped space by at most its write sectors,
+        // so the exact growth (map lookups per segment) is only needed
+        // near full.
+        if live + req_sectors > cap {
+            let mut grow: i128 = 0;
+            for seg in req.segments() {
+                match seg {
+                    Segment::Write { lba, data } => {
+                        let n = data.len() as u64 / ss;
+                        grow += i128::from(n - self.map.mapped_in(*lba, n));
+                    }
+                    Segment::Trim { lba, sectors } => {
+                        grow -= i128::from(self.map.mapped_in(*lba, *sectors));
+                    }
+                }
+            }
+            debug_assert!(grow <= i128::from(req_sectors));
+            if grow > 0 && i128::from(live) + grow > i128::from(cap) {
+                return Err(Error::NoSpace {
+                    needed_bytes: grow as u64 * ss,
+                    free_bytes: cap.saturating_sub(live) * ss,
+                });
+            }
         }
-        let req_sectors = req.write_bytes() / ss;
         let req_entries = req.segments().len() as u64;
         if !self.batch_empty()
             && self.buf_sectors
@@ -296,13 +315,48 @@ impl State {
         let ss = self.l.ss;
         let n = data.len() as u64 / ss;
         let end = lba + n;
-        let mut at = lba;
+        // The common case, with one map lookup: none of it is in the batch
+        // yet (unmapped, or one media extent replaced whole).
+        let pos = self.buf_sectors;
+        let (l, segs) = (&self.l, &mut self.segs);
+        if self.map.insert_over_media(lba, n, pos, true, |p| {
+            debug_assert!(!p.pending, "appended over pending data");
+            l.for_each_seg(p.loc, p.len, |s, k| segs.sub_live(s, k));
+        }) {
+            self.batch_appended(lba, data);
+            return;
+        }
+        // Sectors already in the batch are overwritten in place (written
+        // once); `covered` counts them.
+        let mut covered = 0;
+        {
+            let (map, buf, reserve) = (&self.map, &mut self.buf, self.hdr_reserve);
+            let buf = buf.as_mut().expect("batch buffer");
+            map.for_each_in(lba, n, |p| {
+                if p.pending {
+                    let src = &data[((p.lba - lba) * ss) as usize..][..(p.len * ss) as usize];
+                    let dst = ((reserve + p.loc) * ss) as usize;
+                    buf[dst..dst + src.len()].copy_from_slice(src);
+                    covered += p.len;
+                }
+            });
+        }
+        if covered == 0 {
+            // The common case: nothing of it in the batch yet.
+            self.batch_append(lba, data);
+            return;
+        }
+        if covered == n {
+            return;
+        }
+        // Append the gaps between the pending pieces.
         let pending: Vec<Piece> = self
             .map
             .pieces(lba, n)
             .into_iter()
             .filter(|p| p.pending)
             .collect();
+        let mut at = lba;
         for p in pending {
             if p.lba > at {
                 self.batch_append(
@@ -310,11 +364,6 @@ impl State {
                     &data[((at - lba) * ss) as usize..((p.lba - lba) * ss) as usize],
                 );
             }
-            // Overwritten inside the batch: written once, in place.
-            let src = &data[((p.lba - lba) * ss) as usize..((p.lba - lba + p.len) * ss) as usize];
-            let dst = (ss + p.loc * ss) as usize;
-            let buf = self.buf.as_mut().expect("batch buffer");
-            buf[dst..dst + src.len()].copy_from_slice(src);
             at = p.lba + p.len;
         }
         if at < end {
@@ -323,18 +372,26 @@ impl State {
     }
 
     fn batch_append(&mut self, lba: u64, data: &[u8]) {
-        let ss = self.l.ss;
-        let n = data.len() as u64 / ss;
+        let n = data.len() as u64 / self.l.ss;
         let pos = self.buf_sectors;
-        self.buf
-            .as_mut()
-            .expect("batch buffer")
-            .extend_from_slice(data);
         let (l, segs) = (&self.l, &mut self.segs);
         self.map.insert(lba, n, pos, true, |p| {
             debug_assert!(!p.pending, "appended over pending data");
             l.for_each_seg(p.loc, p.len, |s, k| segs.sub_live(s, k));
         });
+        self.batch_appended(lba, data);
+    }
+
+    /// The rest of `batch_append` once the map holds `lba..` as pending
+    /// at the end of the buffer: the data, the counters and the run list.
+    fn batch_appended(&mut self, lba: u64, data: &[u8]) {
+        let ss = self.l.ss;
+        let n = data.len() as u64 / ss;
+        let pos = self.buf_sectors;
+        let buf = self.buf.as_mut().expect("batch buffer");
+        debug_assert_eq!(buf.len() as u64, (self.hdr_reserve + pos) * ss);
+        debug_assert!(self.hdr_reserve <= self.max_hdr_reserve);
+        buf.extend_from_slice(data);
         self.buf_sectors += n;
         self.pending_sectors += n;
         match self.runs.last_mut() {
@@ -373,49 +430,98 @@ impl State {
             return Ok(());
         }
         let ss = self.l.ss as usize;
-        // Live pieces of the batch, in buffer order.
+        // Live pieces of the batch, in buffer order: (buffer position, lba,
+        // len, whether it is exactly one pending extent of the map).
         let mut live: Vec<(u64, u64, u64)> = Vec::with_capacity(self.runs.len());
+        let mut exact: Vec<bool> = Vec::with_capacity(self.runs.len());
         for &(bpos, lba, len) in &self.runs {
+            // With no dead sectors every run is still whole in the map
+            // (sectors of the batch leave it only by a trim, which counts
+            // them dead; overwrites go in place): no lookup needed.
+            if self.dead == 0 || self.map.exact_pending(lba, len, bpos).is_some() {
+                debug_assert!(
+                    self.map.mapped_in(lba, len) == len && {
+                        let mut whole = true;
+                        self.map.for_each_in(lba, len, |p| {
+                            whole &= p.pending && p.loc == bpos + (p.lba - lba)
+                        });
+                        whole
+                    },
+                    "run {lba}+{len} at {bpos} is not whole in the map"
+                );
+                // It cannot join the previous piece: runs that continue
+                // each other are merged when appended.
+                debug_assert!(
+                    !matches!(live.last(), Some((b, l, n)) if *b + *n == bpos && *l + *n == lba)
+                );
+                live.push((bpos, lba, len));
+                exact.push(true);
+                continue;
+            }
             self.map.for_each_in(lba, len, |p| {
                 if p.pending && p.loc == bpos + (p.lba - lba) {
                     match live.last_mut() {
-                        Some((b, l, n)) if *b + *n == p.loc && *l + *n == p.lba => *n += p.len,
-                        _ => live.push((p.loc, p.lba, p.len)),
+                        Some((b, l, n)) if *b + *n == p.loc && *l + *n == p.lba => {
+                            *n += p.len;
+                            *exact.last_mut().expect("one per piece") = false;
+                        }
+                        _ => {
+                            live.push((p.loc, p.lba, p.len));
+                            exact.push(false);
+                        }
                     }
                 }
             });
         }
         let mut buf = self.buf.take().expect("batch buffer");
-        // Compact away dead sectors.
+        let mut reserve = self.hdr_reserve;
+        let r0 = reserve as usize * ss;
+        // Where the map's pending extents point, then compact away dead
+        // sectors.
+        let orig: Vec<u64> = live.iter().map(|e| e.0).collect();
         let mut dst = 0u64;
         for e in live.iter_mut() {
             if e.0 != dst {
-                let from = ss + e.0 as usize * ss;
-                buf.copy_within(from..from + e.2 as usize * ss, ss + dst as usize * ss);
+                let from = r0 + e.0 as usize * ss;
+                buf.copy_within(from..from + e.2 as usize * ss, r0 + dst as usize * ss);
                 e.0 = dst;
             }
             dst += e.2;
         }
-        buf.resize(ss + dst as usize * ss);
+        buf.resize(r0 + dst as usize * ss);
         let runs: Vec<Run> = live
             .iter()
             .map(|&(_, lba, len)| Run { lba, len, old: 0 })
             .collect();
         let trims = std::mem::take(&mut self.trims);
-        let r = self.write_record(m, Kind::User, &trims, &runs, &mut buf);
-        buf.resize(ss);
+        let r = self.write_record(m, Kind::User, &trims, &runs, &mut buf, &mut reserve);
+        self.hdr_reserve = reserve;
+        buf.resize(reserve as usize * ss);
         self.buf = Some(buf);
         let place = r?;
         let mut d = 0;
-        for run in &runs {
-            let mut x = 0;
-            let mut pieces = Vec::with_capacity(2);
+        for (i, run) in runs.iter().enumerate() {
+            let mut first = None;
+            let mut pieces = 0;
             place.for_each_phys(&self.l, place.h + d, run.len, |phys, n| {
-                pieces.push((phys, n))
+                first.get_or_insert((phys, n));
+                pieces += 1;
             });
-            for (phys, n) in pieces {
-                self.map_media(run.lba + x, n, phys);
-                x += n;
+            let (phys, n) = first.expect("a run has sectors");
+            if exact[i] && pieces == 1 && self.map.commit_pending(run.lba, n, orig[i], phys) {
+                // In place: the extent was exactly this run's pending data.
+                debug_assert_eq!(n, run.len);
+                self.pending_sectors -= n;
+                let (l, segs) = (&self.l, &mut self.segs);
+                l.for_each_seg(phys, n, |s, k| segs.add_live(s, k));
+            } else {
+                let mut x = 0;
+                let mut all = Vec::with_capacity(pieces);
+                place.for_each_phys(&self.l, place.h + d, run.len, |phys, n| all.push((phys, n)));
+                for (phys, n) in all {
+                    self.map_media(run.lba + x, n, phys);
+                    x += n;
+                }
             }
             d += run.len;
         }
@@ -457,8 +563,12 @@ impl State {
 
     // ------------------------------------------------------------ records
 
-    /// Appends one record to `kind`'s stream. `buf` holds one reserved
-    /// header sector followed by the payload. Returns where it went; the
+    /// Appends one record to `kind`'s stream. `buf` holds `*reserve`
+    /// sectors of room for the header followed by the payload; the header
+    /// goes into the last of them and the record is written from `buf`
+    /// without a copy. If the header needs more room, the payload is moved
+    /// up inside `buf` (when its capacity allows; `*reserve` then grows),
+    /// else copied once into a new buffer. Returns where it went; the
     /// caller updates the map.
     pub fn write_record(
         &mut self,
@@ -467,10 +577,12 @@ impl State {
         trims: &[(u64, u64)],
         runs: &[Run],
         buf: &mut AlignedBuf,
+        reserve: &mut u64,
     ) -> Result<Placement> {
         let ss = self.l.ss;
         let seg_sectors = self.l.seg_sectors;
-        let data = buf.len() as u64 / ss - 1;
+        debug_assert!(*reserve >= 1 && buf.len() as u64 >= *reserve * ss);
+        let data = buf.len() as u64 / ss - *reserve;
         let eb = entry_bytes(kind, runs, trims);
         let stream = match kind {
             Kind::User => self.user,
@@ -517,13 +629,23 @@ impl State {
             total,
         };
         let mut big;
-        let out: &mut AlignedBuf = if h == 1 {
-            buf
+        let r = *reserve;
+        let grow_ok = (h + data) * ss <= buf.capacity() as u64
+            && (kind != Kind::User || h <= self.max_hdr_reserve);
+        let out: &mut [u8] = if h <= r {
+            &mut buf[((r - h) * ss) as usize..]
+        } else if grow_ok {
+            let old_len = buf.len();
+            buf.resize(((h + data) * ss) as usize);
+            buf.copy_within((r * ss) as usize..old_len, (h * ss) as usize);
+            *reserve = h;
+            &mut buf[..]
         } else {
             big = AlignedBuf::zeroed((total * ss) as usize);
-            big[(h * ss) as usize..].copy_from_slice(&buf[ss as usize..]);
-            &mut big
+            big[(h * ss) as usize..].copy_from_slice(&buf[(r * ss) as usize..]);
+            &mut big[..]
         };
+        debug_assert_eq!(out.len() as u64, total * ss);
         let hb = (h * ss) as usize;
         header.encode_into(&mut out[..hb]);
         let crc = record_crc(&out[..hb], &out[hb..]);
