@@ -85,14 +85,14 @@ fn parse_args() -> Opts {
             "--only" => {
                 o.only = Some(
                     args.next()
-                        .expect("--only seq|batched|synced|bytes|gc|map|recovery"),
+                        .expect("--only seq|batched|cpu|synced|bytes|gc|map|recovery"),
                 )
             }
             "--dir" => o.dir = args.next().expect("--dir PATH").into(),
             "--json" => o.json = args.next().expect("--json PATH").into(),
             "--runs" => o.runs = args.next().expect("--runs N").parse().expect("--runs N"),
             "-h" | "--help" => {
-                println!("blockdev-bench [--quick] [--dir DIR] [--json FILE] [--runs N] [--sector-size 512|4096] [--only seq|batched|synced|bytes|gc|map|recovery]");
+                println!("blockdev-bench [--quick] [--dir DIR] [--json FILE] [--runs N] [--sector-size 512|4096] [--only seq|batched|cpu|synced|bytes|gc|map|recovery]");
                 std::process::exit(0);
             }
             other => {
@@ -354,6 +354,61 @@ fn small_batched(o: &Opts, count: u64) -> Row {
     }
 }
 
+/// CPU time of the calling thread, in seconds.
+fn thread_cpu_secs() -> f64 {
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: valid out pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
+/// The `batched` workload on a media that stores nothing: the CPU cost of
+/// the request and flush paths alone, as requests per second of the
+/// caller thread's CPU time (robust to a loaded machine; the wall-clock
+/// rate is in the note).
+fn small_batched_cpu(o: &Opts, count: u64) -> Row {
+    let mut runs = Vec::new();
+    let mut walls = Vec::new();
+    let mut data = vec![0u8; 4096];
+    fill(&mut data, 3);
+    for run in 0..o.runs {
+        let media = NullMedia {
+            len: count * 4096 * 3 / 2 + 512 * MIB,
+            ss: sector_size(),
+        };
+        let dev = LogDevice::format(media, &FormatOptions::default()).unwrap();
+        let ss = u64::from(dev.geometry().sector_size);
+        let region = 256 * MIB / 4096;
+        let mut rng = Rng(run as u64 + 11);
+        let start = Instant::now();
+        let cpu = thread_cpu_secs();
+        for i in 0..count {
+            let mut r = Request::new();
+            r.write(rng.below(region) * 4096 / ss, data.clone());
+            dev.submit(r).unwrap();
+            if (i + 1) % 1000 == 0 {
+                dev.flush().unwrap();
+            }
+        }
+        dev.flush().unwrap();
+        runs.push(count as f64 / (thread_cpu_secs() - cpu));
+        walls.push(count as f64 / start.elapsed().as_secs_f64());
+    }
+    Row {
+        name: format!(
+            "4 KiB random requests, flush every 1000, null media, per CPU second ({count})"
+        ),
+        atomfs: median(runs),
+        baseline: None,
+        unit: "req/CPU-s",
+        target: None,
+        note: format!(
+            "CPU cost only (writes discarded); wall clock {:.0} req/s",
+            median(walls)
+        ),
+    }
+}
+
 /// 4 KiB requests, flush after each, vs pwrite + fdatasync: requests/s.
 fn small_synced(o: &Opts, count: u64) -> Row {
     let dev_img = Image::filled(&o.dir, "4k-sync-dev", 256 * MIB);
@@ -523,11 +578,12 @@ fn fill_buf(b: &mut [u8]) {
 /// map-memory measurement must not count the media's own memory.
 struct NullMedia {
     len: u64,
+    ss: u32,
 }
 
 impl Media for NullMedia {
     fn sector_size(&self) -> u32 {
-        4096
+        self.ss
     }
     fn len_bytes(&self) -> u64 {
         self.len
@@ -554,6 +610,7 @@ fn map_memory(quick: bool) -> (Row, Row) {
     let extents: u64 = if quick { 50_000 } else { 200_000 };
     let media = NullMedia {
         len: 16384 + 64 * 4 * MIB + extents * 8192,
+        ss: 4096,
     };
     let dev = LogDevice::format(media, &FormatOptions::default()).unwrap();
     let data = vec![1u8; 4096];
@@ -679,6 +736,11 @@ fn main() {
     if want("batched") {
         rows.push(small_batched(&o, if q { 100_000 } else { 400_000 }));
         step("4 KiB batched", t);
+    }
+    let t = Instant::now();
+    if want("cpu") {
+        rows.push(small_batched_cpu(&o, if q { 100_000 } else { 400_000 }));
+        step("4 KiB batched, CPU only", t);
     }
     let t = Instant::now();
     if want("synced") {
