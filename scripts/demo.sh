@@ -7,7 +7,7 @@
 # `fsck.atomfs -n`.
 #
 # Environment: DEMO_DIR (default /var/tmp/atomfs-demo; must be on a real
-# disk, not tmpfs), BENCH_OUT (default bench-results).
+# disk, not tmpfs), BENCH_OUT (default $DEMO_DIR/bench-results), CARGO_TARGET_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,7 +20,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 DEMO_DIR=${DEMO_DIR:-/var/tmp/atomfs-demo}
-BENCH_OUT=${BENCH_OUT:-bench-results}
+BENCH_OUT=${BENCH_OUT:-$DEMO_DIR/bench-results}
 IMG=$DEMO_DIR/demo.img
 MNT=$DEMO_DIR/mnt
 BIN=${CARGO_TARGET_DIR:-target}/release
