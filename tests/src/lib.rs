@@ -2,9 +2,13 @@
 //! and §5): ACE-style workloads ([`workload`]) run through the fs core on
 //! a `LogDevice` over `SimMedia` ([`explore`]); every crash image is
 //! recovered, checked by fsck and compared with an oracle run on
-//! `MemDevice`. See tests/README.md.
+//! `MemDevice`. Through the real kernel, [`fuse_kill`] kills the FUSE
+//! daemon during syscall workloads ([`syscalls`]) and checks the same
+//! contract on the image it leaves. See tests/README.md.
 
 pub mod exec;
 pub mod explore;
+pub mod fuse_kill;
 pub mod runner;
+pub mod syscalls;
 pub mod workload;
