@@ -323,14 +323,15 @@ fn run_pjdfstest(extra_opts: &str) {
             .arg(&work)
             .arg("-s")
             .arg(&secondary)
-            .arg("-e")
+            // A name filter (substring); `-e` wants pjdfstest's internal
+            // path, not the printed name.
             .arg(case)
             .current_dir(&work)
             .output()
             .expect("rerun pjdfstest");
         let again_out = String::from_utf8_lossy(&again.stdout);
         let (f2, _, p2) = parse_pjdfstest(&again_out);
-        if f2.is_empty() && p2 == 1 {
+        if f2.is_empty() && p2 >= 1 {
             println!("  FLAKY (failed, then passed alone): {case}");
         } else {
             still_failing.push(format!("{case}:\n{again_out}"));
