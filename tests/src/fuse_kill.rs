@@ -363,8 +363,20 @@ pub struct DaemonMount {
 impl DaemonMount {
     /// Starts `daemon IMAGE MNT -o opts` and waits for the mount.
     pub fn start(daemon: &Path, image: &Path, mnt: &Path, opts: &str) -> Result<Self, String> {
+        Self::start_with(daemon, image, mnt, opts, &[])
+    }
+
+    /// [`start`](Self::start) with more daemon arguments (e.g. `--trace
+    /// FILE`).
+    pub fn start_with(
+        daemon: &Path,
+        image: &Path,
+        mnt: &Path,
+        opts: &str,
+        extra: &[&std::ffi::OsStr],
+    ) -> Result<Self, String> {
         let mut cmd = Command::new(daemon);
-        cmd.arg(image).arg(mnt);
+        cmd.arg(image).arg(mnt).args(extra);
         if !opts.is_empty() {
             cmd.arg("-o").arg(opts);
         }

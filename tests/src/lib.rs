@@ -4,11 +4,15 @@
 //! recovered, checked by fsck and compared with an oracle run on
 //! `MemDevice`. Through the real kernel, [`fuse_kill`] kills the FUSE
 //! daemon during syscall workloads ([`syscalls`]) and checks the same
-//! contract on the image it leaves. See tests/README.md.
+//! contract on the image it leaves; [`fuse_replay`] records the media
+//! history of a FUSE run ([`trace`]) and checks every crash image of it.
+//! See tests/README.md.
 
 pub mod exec;
 pub mod explore;
 pub mod fuse_kill;
+pub mod fuse_replay;
 pub mod runner;
 pub mod syscalls;
+pub mod trace;
 pub mod workload;

@@ -6,15 +6,88 @@
 //! It exists because cargo gives an integration test the path of its own
 //! package's binaries only (`CARGO_BIN_EXE_*`), and the process-kill test
 //! (`tests/crash_fuse_kill.rs`) must start, `kill -9` and restart a daemon.
+//!
+//! `--trace FILE` (used by `tests/crash_fuse_replay.rs`): the block layer
+//! sits on the image's `FileMedia` wrapped in a recording media
+//! ([`atomfs_tests::trace::TraceMedia`]) that appends every media write,
+//! discard and flush to FILE. `daemon::mount` is hard-wired to a plain
+//! `FileMedia`, so this mode builds the session itself from the same
+//! parts: the same option parser, `LogDevice::open` with default options,
+//! `Fs::mount` with the daemon's mount options, the same `AtomFuse`
+//! adapter and FUSE configuration (mount options, worker threads,
+//! `clone_fd`). It serves until unmounted, then unmounts the core (final
+//! flush) and closes the device (its checkpoint), like `serve`. No
+//! `commit=` thread, no stats file and no stop-signal handling: the test
+//! ends it with `umount`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::exit;
+use std::sync::Arc;
 
-use atomfs::fuse::{daemon, options};
+use atomfs::fuse::options::MountConfig;
+use atomfs::fuse::{daemon, options, AtomFuse, FuseConfig};
+use atomfs::{Fs, MountOptions};
+use atomfs_tests::trace::TraceMedia;
+use blockdev::{FileMedia, FileMediaOptions, LogDevice, OpenOptions};
 
 fn fail(msg: impl std::fmt::Display) -> ! {
     eprintln!("atomfs-crash-daemon: {msg}");
     exit(1);
+}
+
+/// The `--trace` mode (see the module docs).
+fn serve_traced(image: &Path, mnt: &Path, cfg: &MountConfig, trace: &Path) -> Result<(), String> {
+    let media = FileMedia::open_with(image, &FileMediaOptions::default())
+        .map_err(|e| format!("{}: {e}", image.display()))?;
+    let media =
+        TraceMedia::create(media, trace).map_err(|e| format!("{}: {e}", trace.display()))?;
+    let dev = LogDevice::open(media, &OpenOptions::default()).map_err(|e| e.to_string())?;
+    let opts = MountOptions {
+        read_only: cfg.read_only,
+        sync: cfg.sync,
+        ..MountOptions::default()
+    };
+    let fs =
+        Arc::new(Fs::mount(Arc::new(dev), &opts).map_err(|e| format!("{}: {e}", image.display()))?);
+    let fuse_cfg = FuseConfig {
+        writeback_cache: cfg.writeback_cache,
+        direct_io: cfg.direct_io,
+        ..FuseConfig::default()
+    };
+    let mut mount_options = vec![
+        fuser::MountOption::FSName(image.display().to_string()),
+        fuser::MountOption::CUSTOM("subtype=atomfs".into()),
+    ];
+    if cfg.read_only {
+        mount_options.push(fuser::MountOption::RO);
+    }
+    if cfg.default_permissions {
+        mount_options.push(fuser::MountOption::DefaultPermissions);
+    }
+    mount_options.extend(cfg.vfs_flags.iter().map(|f| f.to_mount_option()));
+    let mut config = fuser::Config::default();
+    config.mount_options = mount_options;
+    config.acl = fuser::SessionACL::Owner;
+    config.n_threads = Some(
+        std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .clamp(2, 8)
+            * 2,
+    );
+    config.clone_fd = true;
+    let session = fuser::Session::new(AtomFuse::new(fs.clone(), fuse_cfg), mnt, &config)
+        .map_err(|e| format!("{}: cannot mount: {e}", mnt.display()))?;
+    let served = session.run();
+    let fs = Arc::try_unwrap(fs).map_err(|_| "file system still in use at exit".to_string())?;
+    let dev = fs
+        .unmount()
+        .map_err(|e| format!("final flush failed: {e}"))?;
+    let dev = Arc::try_unwrap(dev).map_err(|_| "device still in use at exit".to_string())?;
+    let media = dev
+        .close()
+        .map_err(|e| format!("closing the device failed: {e}"))?;
+    drop(media.into_inner());
+    served.map_err(|e| format!("{}: FUSE session failed: {e}", mnt.display()))
 }
 
 fn main() {
@@ -23,18 +96,30 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut positional = Vec::new();
     let mut opts = Vec::new();
+    let mut trace = None;
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "-o" => opts.push(it.next().unwrap_or_else(|| fail("-o needs a value"))),
+            "--trace" => {
+                trace = Some(PathBuf::from(
+                    it.next().unwrap_or_else(|| fail("--trace needs a file")),
+                ))
+            }
             "-f" => {}
             _ => positional.push(PathBuf::from(a)),
         }
     }
     let [image, mnt] = positional.as_slice() else {
-        fail("usage: atomfs-crash-daemon IMAGE MOUNTPOINT [-o OPTIONS]");
+        fail("usage: atomfs-crash-daemon IMAGE MOUNTPOINT [-o OPTIONS] [--trace FILE]");
     };
     let cfg = options::parse(&opts).unwrap_or_else(|e| fail(e));
+    if let Some(trace) = trace {
+        if let Err(e) = serve_traced(image, mnt, &cfg, &trace) {
+            fail(e);
+        }
+        return;
+    }
     let d = daemon::mount(image, mnt, &cfg).unwrap_or_else(|e| fail(e));
     if let Err(e) = d.serve() {
         fail(e);
