@@ -310,6 +310,9 @@ fn run_one_inner(cfg: &Config, d: &mut FsDriver, w: &Workload, row: &mut Row) ->
         measured_stats = stats_path();
         m = d.mount(&lo, &mnt, &log, &measured_stats)?;
     }
+    if w.cold_cache() {
+        sys::drop_caches()?;
+    }
 
     let before = lo.stat()?;
     let t0 = Instant::now();

@@ -19,7 +19,7 @@ struct Args {
     fs: Vec<FsKind>,
     /// Workloads, comma-separated: create_fsync, append_fsync,
     /// overwrite_fsync, rename_replace, metadata_fsync, small_files, seq,
-    /// tree_copy, aged (= aged50,aged70,aged90; quick mode: aged50).
+    /// stat_files, bigdir_create, tree_copy, aged (= aged50,aged70,aged90; quick mode: aged50).
     #[arg(long, value_delimiter = ',')]
     workloads: Vec<String>,
     /// Where bench.md, bench.json and bench-wa.svg go.

@@ -139,6 +139,7 @@ pub fn markdown(r: &Report) -> String {
         );
     }
 
+    speed(r, &mut s);
     targets(r, &mut s);
 
     let reads: Vec<&Row> = r.rows.iter().filter(|x| x.read_back.is_some()).collect();
@@ -259,6 +260,46 @@ pub fn markdown(r: &Report) -> String {
         }
     }
     s
+}
+
+/// `n` per second over `secs`; `None` without a time to divide by.
+pub fn per_sec(n: u64, secs: f64) -> Option<f64> {
+    (secs > 0.0 && secs.is_finite()).then(|| n as f64 / secs)
+}
+
+/// ops/s of every row (time as in the main table: workload + unmount), and
+/// as a ratio to ext4's (higher is faster).
+fn speed(r: &Report, s: &mut String) {
+    let rows: Vec<&Row> = r.rows.iter().filter(|x| x.error.is_none()).collect();
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "\n**speed** (ops/s = ops / time s, time = workload + unmount; seq: one op = one \
+         1 MiB write, so ops/s = MiB/s)\n\n| workload | fs | ops | time s | of it unmount s | ops/s | ops/s vs ext4 |\n|---|---|---:|---:|---:|---:|---:|"
+    );
+    for row in rows {
+        let m = &row.result;
+        let ops = per_sec(m.ops, m.secs());
+        let ext4 = r
+            .row(&row.workload, FsKind::Ext4)
+            .filter(|e| e.error.is_none())
+            .and_then(|e| per_sec(e.result.ops, e.result.secs()));
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {:.2} | {:.2} | {} | {} |",
+            row.workload,
+            row.fs,
+            m.ops,
+            m.secs(),
+            m.unmount_secs,
+            ops.map(|v| format!("{v:.0}")).unwrap_or_else(|| "—".into()),
+            ops.zip(ext4)
+                .map(|(a, e)| ratio(a, e))
+                .unwrap_or_else(|| "—".into()),
+        );
+    }
 }
 
 /// The fewest device bytes any other file system wrote on this workload.
@@ -478,4 +519,17 @@ pub fn svg(r: &Report, path: &Path) -> Result<()> {
         .map_err(e)?;
     root.present().map_err(e)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_sec_divides_and_refuses_no_time() {
+        assert_eq!(per_sec(1000, 2.0), Some(500.0));
+        assert_eq!(per_sec(0, 1.0), Some(0.0));
+        assert_eq!(per_sec(10, 0.0), None);
+        assert_eq!(per_sec(10, f64::NAN), None);
+    }
 }

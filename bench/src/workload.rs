@@ -43,6 +43,12 @@ pub enum Workload {
     },
     /// Write `total` in `chunk` writes + fsync; then read it back cold.
     Seq { total: u64, chunk: u64 },
+    /// `files` empty files in one directory (setup), remount, drop caches;
+    /// then `stat` each by path.
+    StatFiles { files: u64 },
+    /// A directory of `existing` empty files (setup), remount; then create
+    /// `files` more empty files in it, one sync(2) at the end.
+    BigdirCreate { existing: u64, files: u64 },
     /// Copy up to `max_bytes` of the tree at `source`, then sync.
     TreeCopy { source: PathBuf, max_bytes: u64 },
     /// Fill `fill_pct`% of capacity with `file_size` files, then random
@@ -58,7 +64,7 @@ pub enum Workload {
 }
 
 /// Which workloads are selected by default, and their names.
-pub const NAMES: [&str; 9] = [
+pub const NAMES: [&str; 11] = [
     "create_fsync",
     "append_fsync",
     "overwrite_fsync",
@@ -66,6 +72,8 @@ pub const NAMES: [&str; 9] = [
     "metadata_fsync",
     "small_files",
     "seq",
+    "stat_files",
+    "bigdir_create",
     "tree_copy",
     "aged",
 ];
@@ -92,7 +100,8 @@ pub struct Setup {
     pub bytes: u64,
     /// Capacity reported by statfs when the setup ran.
     pub capacity: u64,
-    /// Files made by the setup (for `aged`: name and size).
+    /// Files made by the setup (for `aged`: name and size; for
+    /// `stat_files` and `bigdir_create`: the empty files, size 0).
     #[serde(skip)]
     pub files: Vec<(PathBuf, u64)>,
 }
@@ -140,6 +149,20 @@ impl Data {
         }
         &self.buf[..len]
     }
+}
+
+/// The directory `stat_files` and `bigdir_create` fill.
+const BIG_DIR: &str = "big";
+
+/// Name of the `i`th file the setup of `stat_files` / `bigdir_create` makes.
+fn setup_name(i: u64) -> String {
+    format!("f{i:06}")
+}
+
+/// Name of the `i`th file `bigdir_create` adds in its measured phase
+/// (never one of the setup's names).
+fn added_name(i: u64) -> String {
+    format!("n{i:06}")
 }
 
 fn fsync_dir(dir: &Path) -> Result<()> {
@@ -232,6 +255,8 @@ impl Workload {
             Workload::MetadataFsync { .. } => "metadata_fsync".into(),
             Workload::SmallFiles { .. } => "small_files".into(),
             Workload::Seq { .. } => "seq".into(),
+            Workload::StatFiles { .. } => "stat_files".into(),
+            Workload::BigdirCreate { .. } => "bigdir_create".into(),
             Workload::TreeCopy { .. } => "tree_copy".into(),
             Workload::Aged { fill_pct, .. } => format!("aged{fill_pct}"),
         }
@@ -281,6 +306,14 @@ impl Workload {
                 h(*total),
                 h(*chunk)
             ),
+            Workload::StatFiles { files } => format!(
+                "{files} empty files in one directory, remount, drop caches; then stat(2) each \
+                 by path"
+            ),
+            Workload::BigdirCreate { existing, files } => format!(
+                "a directory of {existing} empty files, remount; then create {files} more empty \
+                 files in it, one sync(2) at the end"
+            ),
             Workload::TreeCopy { source, max_bytes } => format!(
                 "copy ≤ {} of {} (files, dirs, symlinks), then sync(2)",
                 h(*max_bytes),
@@ -324,6 +357,15 @@ impl Workload {
                 ctx(f.sync_all(), || "fsync big".into())?;
                 s.bytes = *file_size;
                 s.files.push((p, *file_size));
+            }
+            Workload::StatFiles { files: n } | Workload::BigdirCreate { existing: n, .. } => {
+                let dir = mnt.join(BIG_DIR);
+                ctx(fs::create_dir(&dir), || format!("mkdir {}", dir.display()))?;
+                for i in 0..*n {
+                    let p = dir.join(setup_name(i));
+                    ctx(File::create(&p), || format!("create {}", p.display()))?;
+                    s.files.push((p, 0));
+                }
             }
             Workload::RenameReplace { size, .. } => {
                 let p = mnt.join("config");
@@ -500,6 +542,21 @@ impl Workload {
                 }
                 ctx(f.sync_all(), || "fsync seq".into())?;
             }
+            Workload::StatFiles { .. } => {
+                for (p, _) in &setup.files {
+                    ctx(fs::metadata(p), || format!("stat {}", p.display()))?;
+                    o.ops += 1;
+                }
+            }
+            Workload::BigdirCreate { files, .. } => {
+                let dir = mnt.join(BIG_DIR);
+                for i in 0..*files {
+                    let p = dir.join(added_name(i));
+                    ctx(File::create(&p), || format!("create {}", p.display()))?;
+                    o.ops += 1;
+                }
+                sys::sync_all();
+            }
             Workload::TreeCopy { source, max_bytes } => {
                 let tree = load_tree(source, *max_bytes)?;
                 let root = mnt.join("tree");
@@ -610,6 +667,12 @@ impl Workload {
         Ok(o)
     }
 
+    /// Drop the page, dentry and inode caches after the remount that follows
+    /// the setup, so that the measured phase starts cold (`stat_files`).
+    pub fn cold_cache(&self) -> bool {
+        matches!(self, Workload::StatFiles { .. })
+    }
+
     /// For `seq`: the file to read back cold after a remount.
     pub fn read_back(&self) -> Option<&'static str> {
         matches!(self, Workload::Seq { .. }).then_some("seq")
@@ -677,6 +740,13 @@ pub fn build(names: &[String], quick: bool, tree_source: Option<PathBuf>) -> Res
                 total: n(1024 * MIB, 64 * MIB),
                 chunk: MIB,
             }),
+            "stat_files" => out.push(Workload::StatFiles {
+                files: n(100_000, 5000),
+            }),
+            "bigdir_create" => out.push(Workload::BigdirCreate {
+                existing: n(100_000, 5000),
+                files: n(10_000, 1000),
+            }),
             "tree_copy" => match &tree_source {
                 Some(src) => out.push(Workload::TreeCopy {
                     source: src.clone(),
@@ -714,4 +784,55 @@ pub fn build(names: &[String], quick: bool, tree_source: Option<PathBuf>) -> Res
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builds_stat_and_bigdir_sizes() {
+        let names = vec!["stat_files".to_string(), "bigdir_create".to_string()];
+        let full = build(&names, false, None).unwrap();
+        assert!(matches!(full[0], Workload::StatFiles { files: 100_000 }));
+        assert!(matches!(
+            full[1],
+            Workload::BigdirCreate {
+                existing: 100_000,
+                files: 10_000
+            }
+        ));
+        let quick = build(&names, true, None).unwrap();
+        assert!(matches!(quick[0], Workload::StatFiles { files: 5000 }));
+        assert!(matches!(
+            quick[1],
+            Workload::BigdirCreate {
+                existing: 5000,
+                files: 1000
+            }
+        ));
+        assert_eq!(full[0].name(), "stat_files");
+        assert_eq!(full[1].name(), "bigdir_create");
+        assert!(full[0].cold_cache());
+        assert!(!full[1].cold_cache());
+    }
+
+    #[test]
+    fn every_name_builds() {
+        for n in NAMES {
+            if n == "tree_copy" {
+                continue; // needs a source tree
+            }
+            let w = build(&[n.to_string()], true, None).unwrap();
+            assert!(!w.is_empty(), "{n}");
+            assert!(w[0].name().starts_with(n), "{n}");
+        }
+    }
+
+    #[test]
+    fn added_names_never_collide_with_setup_names() {
+        assert_ne!(setup_name(7), added_name(7));
+        assert_eq!(setup_name(99_999).len(), added_name(99_999).len());
+        assert!(setup_name(0).starts_with('f') && added_name(0).starts_with('n'));
+    }
 }
