@@ -498,7 +498,17 @@ impl State {
         self.hdr_reserve = reserve;
         buf.resize(reserve as usize * ss);
         self.buf = Some(buf);
-        let place = r?;
+        // Any failure here (not only I/O) leaves the map pointing into a
+        // buffer that no longer holds the batch: fail-stop, never go on.
+        let place = match r {
+            Ok(place) => place,
+            Err(e) => {
+                if self.failed.is_none() {
+                    self.failed = Some(format!("batch write failed: {e}"));
+                }
+                return Err(e);
+            }
+        };
         let mut d = 0;
         for (i, run) in runs.iter().enumerate() {
             let mut first = None;

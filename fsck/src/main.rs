@@ -189,7 +189,9 @@ fn exit_code(o: &Outcome) -> u8 {
         return EXIT_UNCORRECTED;
     }
     let had_errors = !o.fs.is_clean();
-    if had_errors && o.repaired {
+    // e2fsck says 1 whenever it changed the file system, also when all it
+    // did was reclaim orphans (which are notes, not errors).
+    if o.repaired {
         EXIT_CORRECTED
     } else if had_errors {
         EXIT_UNCORRECTED

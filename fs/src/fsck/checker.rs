@@ -1285,7 +1285,10 @@ impl<'a, D: AtomicDevice + ?Sized> Checker<'a, D> {
     /// True for an inode legally kept by an orphan record: no links, no
     /// entries, a valid record.
     fn is_orphan(&self, ino: u64, n: &Node) -> bool {
-        n.inode.nlink == 0 && n.refs == 0 && self.orphan_records.contains(&ino)
+        // A directory that still has entries is not a plain orphan: freeing
+        // it would drop its children's names, so it is reported (and
+        // reattached) as unreachable instead.
+        n.inode.nlink == 0 && n.refs == 0 && n.entries == 0 && self.orphan_records.contains(&ino)
     }
 
     // -------------------------------------------------------- reachability
