@@ -643,3 +643,37 @@ fn works_with_4096_byte_sectors() {
     assert_eq!(dump_tree(&remount(&fs)).unwrap(), tree);
     assert_eq!(fs.read(f.ino, 4990, 20).unwrap()[..10], [0u8; 10]);
 }
+
+/// O_TRUNC truncates whatever the access mode, and needs write permission
+/// (Linux: `build_open_flags` adds MAY_WRITE for O_TRUNC).
+#[test]
+fn open_rdonly_with_trunc_truncates_and_needs_write_permission() {
+    let fs = new_fs();
+    let f = create(&fs, ROOT, "f");
+    assert_eq!(fs.write(&root(), f.ino, 0, b"hello", false), Ok(5));
+    fs.setattr(
+        &root(),
+        f.ino,
+        &SetAttr {
+            mode: Some(0o644),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let reader = Ctx::user(1000, 1000);
+    assert_eq!(
+        fs.open(&reader, f.ino, libc::O_RDONLY | libc::O_TRUNC)
+            .err(),
+        Some(Errno::EACCES)
+    );
+    assert_eq!(
+        fs.getattr(f.ino).unwrap().size,
+        5,
+        "a refused open changed the file"
+    );
+    let fh = fs
+        .open(&root(), f.ino, libc::O_RDONLY | libc::O_TRUNC)
+        .unwrap();
+    assert_eq!(fs.getattr(f.ino).unwrap().size, 0);
+    fs.release(f.ino, fh).unwrap();
+}

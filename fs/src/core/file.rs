@@ -45,11 +45,17 @@ impl<D: AtomicDevice> Fs<D> {
         let mut st = self.lock();
         let st = &mut *st;
         let inode = self.inode(st, ino)?.clone();
-        let mask = match flags & libc::O_ACCMODE {
+        // Linux truncates on O_TRUNC whatever the access mode (also
+        // O_RDONLY|O_TRUNC) and requires write permission for it.
+        let trunc = flags & libc::O_TRUNC != 0 && perm::is_reg(&inode);
+        let mut mask = match flags & libc::O_ACCMODE {
             libc::O_RDONLY => MAY_READ,
             libc::O_WRONLY => MAY_WRITE,
             _ => MAY_READ | MAY_WRITE,
         };
+        if trunc {
+            mask |= MAY_WRITE;
+        }
         if perm::is_dir(&inode) && mask & MAY_WRITE != 0 {
             return Err(Errno::EISDIR);
         }
@@ -57,7 +63,7 @@ impl<D: AtomicDevice> Fs<D> {
         if mask & MAY_WRITE != 0 && perm::is_reg(&inode) {
             self.writable(st)?;
         }
-        if flags & libc::O_TRUNC != 0 && mask & MAY_WRITE != 0 && perm::is_reg(&inode) {
+        if trunc {
             let mut txn = Txn::default();
             let mut inode = inode;
             self.stage_truncate(&mut txn, &mut inode, 0)?;

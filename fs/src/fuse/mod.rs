@@ -146,16 +146,18 @@ fn to_system_time(t: Timespec) -> SystemTime {
     }
 }
 
+/// A time the kernel sent (SETATTR) back to the kernel's `(sec, nsec)`.
+///
+/// fuser 0.18 decodes a time before 1970 as `UNIX_EPOCH - (-sec, nsec)`
+/// (`fuser::time::system_time_from_time`, marked TODO there) rather than
+/// `sec` plus `nsec` forward, so the exact inverse of that encoding is
+/// taken here: the kernel's (-1 s, 500 ns) must be stored as (-1, 500).
 fn to_timespec(t: SystemTime) -> Timespec {
     match t.duration_since(UNIX_EPOCH) {
         Ok(d) => Timespec::new(d.as_secs() as i64, d.subsec_nanos()),
         Err(e) => {
             let d = e.duration();
-            if d.subsec_nanos() == 0 {
-                Timespec::new(-(d.as_secs() as i64), 0)
-            } else {
-                Timespec::new(-(d.as_secs() as i64) - 1, 1_000_000_000 - d.subsec_nanos())
-            }
+            Timespec::new(-(d.as_secs() as i64), d.subsec_nanos())
         }
     }
 }
@@ -860,16 +862,56 @@ fn reply_sized(reply: ReplyXattr, data: &[u8], size: u32) {
 mod tests {
     use super::*;
 
+    /// What fuser 0.18 hands us for the kernel's `(sec, nsec)` in SETATTR
+    /// (a copy of `fuser::time::system_time_from_time`, which is private).
+    fn as_fuser_decodes(sec: i64, nsec: u32) -> SystemTime {
+        if sec >= 0 {
+            UNIX_EPOCH + Duration::new(sec as u64, nsec)
+        } else {
+            UNIX_EPOCH - Duration::new(sec.unsigned_abs(), nsec)
+        }
+    }
+
     #[test]
-    fn timespec_round_trips_through_system_time() {
+    fn kernel_times_are_stored_exactly() {
+        for (sec, nsec) in [
+            (0, 0),
+            (1_700_000_000, 123_456_789),
+            (-1, 500),
+            (-100, 0),
+            (-100, 999_999_999),
+        ] {
+            assert_eq!(
+                to_timespec(as_fuser_decodes(sec, nsec)),
+                Timespec::new(sec, nsec),
+                "({sec}, {nsec})"
+            );
+        }
+    }
+
+    #[test]
+    fn stored_times_reach_fuser_exactly() {
         for t in [
             Timespec::new(0, 0),
             Timespec::new(1_700_000_000, 123_456_789),
             Timespec::new(-1, 500),
-            Timespec::new(-100, 0),
             Timespec::new(-100, 999_999_999),
         ] {
-            assert_eq!(to_timespec(to_system_time(t)), t, "{t:?}");
+            // Outgoing, fuser encodes a SystemTime with floor semantics
+            // (whole seconds before it, nanoseconds forward).
+            let st = to_system_time(t);
+            let back = match st.duration_since(UNIX_EPOCH) {
+                Ok(d) => (d.as_secs() as i64, d.subsec_nanos()),
+                Err(e) => {
+                    let d = e.duration();
+                    if d.subsec_nanos() == 0 {
+                        (-(d.as_secs() as i64), 0)
+                    } else {
+                        (-(d.as_secs() as i64) - 1, 1_000_000_000 - d.subsec_nanos())
+                    }
+                }
+            };
+            assert_eq!(back, (t.sec, t.nsec), "{t:?}");
         }
     }
 

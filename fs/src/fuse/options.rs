@@ -114,7 +114,6 @@ const IGNORED: &[&str] = &[
     "users",
     "_netdev",
     "nofail",
-    "async",
     "relatime",
     "norelatime",
     "strictatime",
@@ -162,6 +161,11 @@ fn apply(cfg: &mut MountConfig, opt: &str) -> Result<(), String> {
         "sync" => {
             flag(value)?;
             cfg.sync = true;
+        }
+        // The last of a pair wins, as for ro/rw.
+        "async" => {
+            flag(value)?;
+            cfg.sync = false;
         }
         "allow_other" => {
             flag(value)?;
