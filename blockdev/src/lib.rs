@@ -17,7 +17,7 @@ mod recovery;
 mod segments;
 mod state;
 
-pub use media::{AlignedBuf, Media};
+pub use media::{AlignedBuf, Media, NullMedia};
 
 pub use check::{check, CheckReport, Finding, Severity};
 pub use device::{FormatOptions, LogDevice, OpenError, OpenOptions};

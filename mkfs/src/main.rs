@@ -22,6 +22,7 @@ use atomfs::MkfsOptions;
 use atomic_api::AtomicDevice;
 use blockdev::{
     create_image, FileMedia, FileMediaOptions, FormatOptions, LogDevice, Media, MediaKind,
+    NullMedia,
 };
 use clap::Parser;
 
@@ -93,39 +94,6 @@ fn parse_sector_size(s: &str) -> Result<u32, String> {
     match s.parse::<u32>() {
         Ok(v @ (512 | 4096)) => Ok(v),
         _ => Err(format!("sector size must be 512 or 4096, not '{s}'")),
-    }
-}
-
-/// A media that reads zeros and drops writes: formatting it yields the exact
-/// geometry of a real device of the same size without touching anything.
-struct NullMedia {
-    sector_size: u32,
-    len: u64,
-    name: String,
-}
-
-impl Media for NullMedia {
-    fn sector_size(&self) -> u32 {
-        self.sector_size
-    }
-    fn len_bytes(&self) -> u64 {
-        self.len
-    }
-    fn read_at(&self, _offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
-        buf.fill(0);
-        Ok(())
-    }
-    fn write_at(&self, _offset: u64, _data: &[u8]) -> std::io::Result<()> {
-        Ok(())
-    }
-    fn flush(&self) -> std::io::Result<()> {
-        Ok(())
-    }
-    fn discard(&self, _offset: u64, _len: u64) -> std::io::Result<()> {
-        Ok(())
-    }
-    fn describe(&self) -> String {
-        self.name.clone()
     }
 }
 
@@ -374,11 +342,7 @@ fn run(cli: &Cli) -> Result<(), String> {
         (ss, len / u64::from(ss) * u64::from(ss))
     };
     if cli.dry_run {
-        let media = NullMedia {
-            sector_size: ss,
-            len,
-            name: path.display().to_string(),
-        };
+        let media = NullMedia::new(ss, len, path.display().to_string());
         let dev =
             LogDevice::format(media, &format_options(cli, None)).map_err(|e| e.to_string())?;
         let report = report_for(cli, &dev, len, None)?;

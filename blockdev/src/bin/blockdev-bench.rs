@@ -20,7 +20,8 @@ use std::time::Instant;
 
 use atomic_api::{AtomicDevice, Request, Stats};
 use blockdev::{
-    create_image, AlignedBuf, FileMedia, FormatOptions, LogDevice, Media, OpenOptions, SimMedia,
+    create_image, AlignedBuf, FileMedia, FormatOptions, LogDevice, Media, NullMedia, OpenOptions,
+    SimMedia,
 };
 
 // ----------------------------------------------------------------- allocation counter
@@ -372,10 +373,7 @@ fn small_batched_cpu(o: &Opts, count: u64) -> Row {
     let mut data = vec![0u8; 4096];
     fill(&mut data, 3);
     for run in 0..o.runs {
-        let media = NullMedia {
-            len: count * 4096 * 3 / 2 + 512 * MIB,
-            ss: sector_size(),
-        };
+        let media = NullMedia::new(sector_size(), count * 4096 * 3 / 2 + 512 * MIB, "null");
         let dev = LogDevice::format(media, &FormatOptions::default()).unwrap();
         let ss = u64::from(dev.geometry().sector_size);
         let region = 256 * MIB / 4096;
@@ -574,44 +572,10 @@ fn fill_buf(b: &mut [u8]) {
 
 // ----------------------------------------------------------------- map memory, recovery
 
-/// A media that stores nothing (writes vanish, reads return zeros): the
-/// map-memory measurement must not count the media's own memory.
-struct NullMedia {
-    len: u64,
-    ss: u32,
-}
-
-impl Media for NullMedia {
-    fn sector_size(&self) -> u32 {
-        self.ss
-    }
-    fn len_bytes(&self) -> u64 {
-        self.len
-    }
-    fn read_at(&self, _offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
-        buf.fill(0);
-        Ok(())
-    }
-    fn write_at(&self, _offset: u64, _data: &[u8]) -> std::io::Result<()> {
-        Ok(())
-    }
-    fn flush(&self) -> std::io::Result<()> {
-        Ok(())
-    }
-    fn discard(&self, _offset: u64, _len: u64) -> std::io::Result<()> {
-        Ok(())
-    }
-    fn describe(&self) -> String {
-        "null".into()
-    }
-}
-
 fn map_memory(quick: bool) -> (Row, Row) {
     let extents: u64 = if quick { 50_000 } else { 200_000 };
-    let media = NullMedia {
-        len: 16384 + 64 * 4 * MIB + extents * 8192,
-        ss: 4096,
-    };
+    // Stores nothing, so the measurement does not count the media's memory.
+    let media = NullMedia::new(4096, 16384 + 64 * 4 * MIB + extents * 8192, "null");
     let dev = LogDevice::format(media, &FormatOptions::default()).unwrap();
     let data = vec![1u8; 4096];
     // Warm up allocations unrelated to the map (buffers).
