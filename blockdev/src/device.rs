@@ -30,6 +30,9 @@ pub struct FormatOptions {
     /// Log bytes between checkpoints for the returned device (see
     /// [`OpenOptions::checkpoint_interval_bytes`]).
     pub checkpoint_interval_bytes: Option<u64>,
+    /// Cleaning batch for the returned device (see
+    /// [`OpenOptions::gc_batch_segments`]).
+    pub gc_batch_segments: Option<u64>,
     /// Fixed uuid (tests); random by default.
     pub uuid: Option<[u8; 16]>,
 }
@@ -43,6 +46,7 @@ impl Default for FormatOptions {
             max_segments: None,
             buffer_bytes: None,
             checkpoint_interval_bytes: None,
+            gc_batch_segments: None,
             uuid: None,
         }
     }
@@ -56,6 +60,12 @@ pub struct OpenOptions {
     /// Log bytes between checkpoints (at least; it also grows with the map
     /// size). Default min(64 MiB, media/8), at least 1 MiB.
     pub checkpoint_interval_bytes: Option<u64>,
+    /// Segments a cleaning round frees beyond the hard reserve before the
+    /// one checkpoint that returns its victims. Default: an eighth of the
+    /// segments live data does not need, between 1 and segments/16. Tests
+    /// set 0 (one victim per checkpoint) so GC and checkpoints run inside
+    /// short workloads.
+    pub gc_batch_segments: Option<u64>,
 }
 
 /// Why `format` or `open` failed. Each message names the media.
@@ -195,6 +205,7 @@ impl<M: Media> LogDevice<M> {
         }
         let layout = Layout::new(sb.clone()).map_err(too_small)?;
         let mut st = State::new(layout, sb.uuid, false, options.checkpoint_interval_bytes);
+        st.gc_batch_segs = options.gc_batch_segments;
         let ioe = |op: &'static str| {
             move |source| OpenError::Io {
                 media: describe(),
@@ -233,6 +244,7 @@ impl<M: Media> LogDevice<M> {
         let m: &dyn Media = &media;
         let (mut st, info) =
             crate::recovery::load(m, options.read_only, options.checkpoint_interval_bytes)?;
+        st.gc_batch_segs = options.gc_batch_segments;
         log::debug!(
             "{}: checkpoint {}, rolled forward {} user and {} GC records ({}; {})",
             m.describe(),

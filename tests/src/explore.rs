@@ -123,7 +123,7 @@ impl Config {
         let media_target: u64 = if long { 2 << 20 } else { 1 << 20 };
         let segments = (media_target / segment_size_bytes).max(14) + rng.gen_range(0..4);
         let ckpt = [4u64 << 10, 16 << 10, 64 << 10][rng.gen_range(0..3)];
-        let format = FormatOptions {
+        let mut format = FormatOptions {
             segment_size_bytes,
             overprovision_percent: rng.gen_range(10..=25),
             max_request_bytes: [
@@ -137,7 +137,7 @@ impl Config {
             uuid: Some([seed as u8; 16]),
             ..FormatOptions::default()
         };
-        let open = OpenOptions {
+        let mut open = OpenOptions {
             checkpoint_interval_bytes: Some(ckpt),
             ..OpenOptions::default()
         };
@@ -149,6 +149,13 @@ impl Config {
         // Mostly past the point where GC runs in the steady state.
         let media_bytes = segments * segment_size_bytes;
         let warm_bytes = (media_bytes as f64 * rng.gen_range(0.3..2.0)) as u64;
+        // Drawn last, so the earlier draws (and so the profiles) stay as
+        // they were. A cleaning round of one victim per checkpoint in two
+        // profiles of three keeps GC and checkpoints inside short
+        // workloads; the rest run the default batching.
+        let gc_batch_segments = [Some(0), Some(0), None][rng.gen_range(0..3)];
+        format.gc_batch_segments = gc_batch_segments;
+        open.gc_batch_segments = gc_batch_segments;
         Config {
             long,
             profile: index,
