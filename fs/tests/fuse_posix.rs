@@ -795,3 +795,70 @@ fn concurrent_operations_from_many_threads() {
     check(&s.mnt);
     m.unmount();
 }
+
+/// The mode of `p`, waiting out the kernel's attribute cache (1 s TTL) for
+/// up to 3 s until it is `want`.
+fn mode_becomes(p: &Path, want: u32) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let mode = fs::metadata(p).unwrap().mode() & 0o7777;
+        if mode == want || Instant::now() > deadline {
+            return mode;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A write by a user other than the owner clears setuid (and setgid when
+/// group-exec is set) and succeeds, as on Linux: the daemon asks for
+/// FUSE_HANDLE_KILLPRIV(_V2) and clears the bits itself, so the kernel no
+/// longer sends a SETATTR(mode) as the writer, which the owner check
+/// refused (EPERM).
+#[test]
+fn write_by_non_owner_clears_setuid() {
+    if !fuse_available("write_by_non_owner_clears_setuid") {
+        return;
+    }
+    let s = Scratch::new();
+    make_image(&s.image, 64 << 20);
+    for opts in [
+        "allow_other",
+        "allow_other,default_permissions",
+        "allow_other,writeback_cache",
+    ] {
+        let m = mount_fg(&s.image, &s.mnt, opts);
+        for (name, mode, after) in [
+            ("suid", 0o4777, 0o777),
+            ("sgid-gx", 0o6777, 0o777),
+            // setgid without group-exec is not a privilege: kept.
+            ("sgid", 0o2767, 0o2767),
+        ] {
+            let p = s.path(name);
+            fs::write(&p, b"root's").unwrap();
+            fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+            assert!(
+                as_nobody(&s, &format!(r#"echo more >> "$MNT/{name}""#)),
+                "{opts}: {name}: write by non-owner refused"
+            );
+            assert_eq!(fs::read(&p).unwrap(), b"root'smore\n", "{opts}: {name}");
+            assert_eq!(mode_becomes(&p, after), after, "{opts}: {name}");
+            // Root (CAP_FSETID) keeps the bits.
+            fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+            OpenOptions::new()
+                .append(true)
+                .open(&p)
+                .unwrap()
+                .write_all(b"x")
+                .unwrap();
+            assert_eq!(mode_becomes(&p, mode), mode, "{opts}: {name} by root");
+            // Truncation by the non-owner clears them too.
+            assert!(
+                as_nobody(&s, &format!(r#": > "$MNT/{name}""#)),
+                "{opts}: {name}: truncate by non-owner refused"
+            );
+            assert_eq!(mode_becomes(&p, after), after, "{opts}: {name} truncated");
+            fs::remove_file(&p).unwrap();
+        }
+        m.unmount();
+    }
+}

@@ -261,6 +261,18 @@ impl<D: AtomicDevice + 'static> fuser::Filesystem for AtomFuse<D> {
         if self.cfg.writeback_cache {
             want |= InitFlags::FUSE_WRITEBACK_CACHE;
         }
+        // The core clears setuid (and setgid with group-exec) itself on a
+        // write, truncate or chown by anyone but root, as Linux does. Said
+        // so here, the kernel stops sending its own SETATTR(mode) for that
+        // on write, which the core refuses (EPERM) when the writer is not
+        // the owner. V2 when offered: with it the kernel also writes
+        // through its writeback cache to a set-id file, so the write
+        // arrives as the writer, not as the kernel's flusher (uid 0).
+        want |= if caps.contains(InitFlags::FUSE_HANDLE_KILLPRIV_V2) {
+            InitFlags::FUSE_HANDLE_KILLPRIV_V2
+        } else {
+            InitFlags::FUSE_HANDLE_KILLPRIV
+        };
         let granted = want & caps;
         if let Err(missing) = config.add_capabilities(granted) {
             log::warn!("atomfs: kernel refused FUSE capabilities {missing:?}");
