@@ -137,13 +137,41 @@ fn errno(e: Errno) -> fuser::Errno {
     fuser::Errno::from_i32(e.0)
 }
 
+/// The largest nanosecond field of a valid time.
+const MAX_NSEC: u32 = 999_999_999;
+
+/// A stored time as a `SystemTime` for fuser, which encodes it back to the
+/// kernel's `(sec, nsec)` exactly (and saturates beyond `i64` seconds).
+///
+/// Never panics: every `i64` second is representable on Linux (`SystemTime`
+/// is a `timespec` there), and a nanosecond field out of range (only a
+/// damaged inode can hold one) is clamped to 999,999,999 rather than
+/// carried into the seconds, which would overflow at `i64::MAX`.
 fn to_system_time(t: Timespec) -> SystemTime {
-    if t.sec >= 0 {
-        UNIX_EPOCH + Duration::new(t.sec as u64, t.nsec)
+    let nsec = Duration::from_nanos(u64::from(t.nsec.min(MAX_NSEC)));
+    let at = if t.sec >= 0 {
+        UNIX_EPOCH.checked_add(Duration::from_secs(t.sec as u64))
     } else {
         // sec is negative, nsec counts forward from it.
-        UNIX_EPOCH - Duration::from_secs(t.sec.unsigned_abs()) + Duration::from_nanos(t.nsec.into())
-    }
+        UNIX_EPOCH.checked_sub(Duration::from_secs(t.sec.unsigned_abs()))
+    };
+    // Unreachable on Linux; saturate rather than panic elsewhere.
+    let at = at.unwrap_or(if t.sec >= 0 { far_future() } else { far_past() });
+    at.checked_add(nsec).unwrap_or(at)
+}
+
+/// The latest `SystemTime`: `(i64::MAX, 999_999_999)`.
+fn far_future() -> SystemTime {
+    UNIX_EPOCH
+        .checked_add(Duration::new(i64::MAX as u64, MAX_NSEC))
+        .unwrap_or(UNIX_EPOCH)
+}
+
+/// The earliest `SystemTime`: `(i64::MIN, 0)`.
+fn far_past() -> SystemTime {
+    UNIX_EPOCH
+        .checked_sub(Duration::from_secs(i64::MIN.unsigned_abs()))
+        .unwrap_or(UNIX_EPOCH)
 }
 
 /// A time the kernel sent (SETATTR) back to the kernel's `(sec, nsec)`.
@@ -152,12 +180,24 @@ fn to_system_time(t: Timespec) -> SystemTime {
 /// (`fuser::time::system_time_from_time`, marked TODO there) rather than
 /// `sec` plus `nsec` forward, so the exact inverse of that encoding is
 /// taken here: the kernel's (-1 s, 500 ns) must be stored as (-1, 500).
+///
+/// Saturates instead of overflowing: a duration of 2^63 s before the
+/// epoch (what a release build of fuser makes of the kernel's `i64::MIN`
+/// seconds, by wrapping negation) is stored as `i64::MIN`, and anything
+/// beyond `i64` seconds either way as the extremes.
 fn to_timespec(t: SystemTime) -> Timespec {
     match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => Timespec::new(d.as_secs() as i64, d.subsec_nanos()),
+        Ok(d) => match i64::try_from(d.as_secs()) {
+            Ok(sec) => Timespec::new(sec, d.subsec_nanos()),
+            Err(_) => Timespec::new(i64::MAX, MAX_NSEC),
+        },
         Err(e) => {
             let d = e.duration();
-            Timespec::new(-(d.as_secs() as i64), d.subsec_nanos())
+            match i64::try_from(d.as_secs()) {
+                Ok(sec) => Timespec::new(-sec, d.subsec_nanos()),
+                // 2^63 s before the epoch (i64::MIN) or earlier.
+                Err(_) => Timespec::new(i64::MIN, 0),
+            }
         }
     }
 }
@@ -925,6 +965,52 @@ mod tests {
             };
             assert_eq!(back, (t.sec, t.nsec), "{t:?}");
         }
+    }
+
+    /// Extreme and invalid times convert both ways without a panic, and
+    /// clamp where they must.
+    #[test]
+    fn extreme_times_never_panic() {
+        let enc = |st: SystemTime| match st.duration_since(UNIX_EPOCH) {
+            Ok(d) => (i128::from(d.as_secs()), d.subsec_nanos()),
+            Err(e) => (-i128::from(e.duration().as_secs()), e.duration().subsec_nanos()),
+        };
+        // Every i64 second is representable: exact, nanoseconds included.
+        for t in [
+            Timespec::new(i64::MAX, 999_999_999),
+            Timespec::new(i64::MAX, 0),
+            Timespec::new(i64::MIN, 0),
+            Timespec::new(i64::MIN, 999_999_999),
+            Timespec::new(i64::MIN + 1, 1),
+        ] {
+            let st = to_system_time(t);
+            let (sec, nsec) = enc(st);
+            let want = i128::from(t.sec) * 1_000_000_000 + i128::from(t.nsec);
+            let got = sec * 1_000_000_000 + if sec < 0 { -1 } else { 1 } * i128::from(nsec);
+            assert_eq!(got, want, "{t:?}");
+        }
+        // A nanosecond field out of range (a damaged inode) is clamped, never
+        // carried into the seconds.
+        for (sec, nsec) in [(i64::MAX, 1_000_000_000), (5, u32::MAX), (-5, 2_000_000_000)] {
+            let st = to_system_time(Timespec::new(sec, nsec));
+            let want = i128::from(sec) * 1_000_000_000 + 999_999_999;
+            let (s, n) = enc(st);
+            let got = s * 1_000_000_000 + if s < 0 { -1 } else { 1 } * i128::from(n);
+            assert_eq!(got, want, "({sec}, {nsec})");
+        }
+        // Incoming: the extremes fuser can hand over, and beyond.
+        assert_eq!(
+            to_timespec(as_fuser_decodes(i64::MAX, 999_999_999)),
+            Timespec::new(i64::MAX, 999_999_999)
+        );
+        assert_eq!(
+            to_timespec(as_fuser_decodes(i64::MIN + 1, 999_999_999)),
+            Timespec::new(i64::MIN + 1, 999_999_999)
+        );
+        let at_min = UNIX_EPOCH - Duration::from_secs(1 << 63);
+        assert_eq!(to_timespec(at_min), Timespec::new(i64::MIN, 0));
+        // (Linux's SystemTime ends there: nothing beyond can be built.)
+        assert!(at_min.checked_sub(Duration::from_nanos(1)).is_none());
     }
 
     #[test]
