@@ -263,23 +263,32 @@ pub fn proc_groups(pid: u32) -> Vec<u32> {
         .unwrap_or_default()
 }
 
-/// The caller's credentials. The kernel has already applied the umask to
-/// the modes it sends (fuser does not ask for `FUSE_DONT_MASK`), so the
-/// core gets umask 0.
+/// The caller's credentials, with the supplementary groups, for the core
+/// calls whose permission checks may ask for group membership (lookup,
+/// open, create, rename, setattr, access, xattrs...). The kernel has
+/// already applied the umask to the modes it sends (fuser does not ask for
+/// `FUSE_DONT_MASK`), so the core gets umask 0.
 fn ctx(req: &Request) -> Ctx {
-    let (uid, gid, pid) = (req.uid(), req.gid(), req.pid());
-    // Root passes every check without groups; pid 0 is the kernel itself
-    // (writeback), which has no /proc entry.
-    let groups = if uid == 0 || pid == 0 {
-        Vec::new()
-    } else {
-        proc_groups(pid)
-    };
+    let mut ctx = ctx_without_groups(req);
+    // Root passes every check without groups; pid 0 is a request the
+    // kernel makes on its own (writeback) or a caller outside the daemon's
+    // pid namespace: no /proc entry to ask.
+    if ctx.uid != 0 && ctx.pid != 0 {
+        ctx.groups = proc_groups(ctx.pid);
+    }
+    ctx
+}
+
+/// The caller's uid, gid and pid only, for the core calls that never look
+/// at groups (write, fallocate, readdir: permission was checked at open,
+/// and the core asks only whether the caller is root), so they pay no
+/// `/proc` read.
+fn ctx_without_groups(req: &Request) -> Ctx {
     Ctx {
-        uid,
-        gid,
-        groups,
-        pid,
+        uid: req.uid(),
+        gid: req.gid(),
+        groups: Vec::new(),
+        pid: req.pid(),
         umask: 0,
     }
 }
@@ -581,7 +590,10 @@ impl<D: AtomicDevice + 'static> fuser::Filesystem for AtomFuse<D> {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.fs.write(&ctx(req), ino.0, offset, data, false) {
+        match self
+            .fs
+            .write(&ctx_without_groups(req), ino.0, offset, data, false)
+        {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(errno(e)),
         }
@@ -646,7 +658,7 @@ impl<D: AtomicDevice + 'static> fuser::Filesystem for AtomFuse<D> {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let res = self.fs.readdir(&ctx(req), ino.0, offset, |e| {
+        let res = self.fs.readdir(&ctx_without_groups(req), ino.0, offset, |e| {
             reply.add(INodeNo(e.ino), e.offset, to_fuser_kind(e.kind), &e.name)
         });
         match res {
@@ -820,7 +832,7 @@ impl<D: AtomicDevice + 'static> fuser::Filesystem for AtomFuse<D> {
         // in the core; other modes are EOPNOTSUPP there.
         match self
             .fs
-            .fallocate(&ctx(req), ino.0, offset, length, mode as u32)
+            .fallocate(&ctx_without_groups(req), ino.0, offset, length, mode as u32)
         {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(e)),
@@ -890,7 +902,7 @@ impl<D: AtomicDevice + 'static> fuser::Filesystem for AtomFuse<D> {
         }
         match self
             .fs
-            .write(&ctx(req), ino_out.0, offset_out, &data, false)
+            .write(&ctx_without_groups(req), ino_out.0, offset_out, &data, false)
         {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(errno(e)),
