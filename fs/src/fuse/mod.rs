@@ -40,7 +40,9 @@ use fuser::{
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use crate::core::types::{Ctx, FileAttr, FileKind, SetAttr, TimeSet, Timespec, Whence};
+use crate::core::types::{
+    Ctx, DirEntry, FileAttr, FileKind, SetAttr, TimeSet, Timespec, Whence,
+};
 use crate::errno::Errno;
 use crate::Fs;
 
@@ -667,11 +669,8 @@ impl<D: AtomicDevice + 'static> fuser::Filesystem for AtomFuse<D> {
         }
     }
 
-    /// Entries with their attributes, so `ls -l` needs no LOOKUP per name.
-    /// The core's readdir holds its lock while it calls back, so the names
-    /// are collected first (a buffer's worth) and their attributes read
-    /// after; an entry whose inode vanished in between is skipped, and the
-    /// next call resumes after the last entry added.
+    /// Entries with their attributes, so `ls -l` needs no LOOKUP per name
+    /// (see [`readdir_plus`]).
     fn readdirplus(
         &self,
         req: &Request,
@@ -680,35 +679,27 @@ impl<D: AtomicDevice + 'static> fuser::Filesystem for AtomFuse<D> {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        // A direntplus record is at least 152 bytes; the kernel asks for a
-        // page or more. Collecting a few too many is harmless.
-        const MAX_BATCH: usize = 64;
-        let mut batch = Vec::new();
-        let res = self.fs.readdir(&ctx(req), ino.0, offset, |e| {
-            batch.push(e.clone());
-            batch.len() >= MAX_BATCH
-        });
-        if let Err(e) = res {
-            reply.error(errno(e));
-            return;
+        let res = readdir_plus(
+            &self.fs,
+            &ctx_without_groups(req),
+            ino.0,
+            offset,
+            |_| {},
+            |e, attr| {
+                reply.add(
+                    INodeNo(e.ino),
+                    e.offset,
+                    &e.name,
+                    &self.cfg.attr_ttl,
+                    &to_fuser_attr(attr),
+                    Generation(attr.generation),
+                )
+            },
+        );
+        match res {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
         }
-        for e in batch {
-            let Ok(attr) = self.fs.getattr(e.ino) else {
-                continue;
-            };
-            let full = reply.add(
-                INodeNo(e.ino),
-                e.offset,
-                &e.name,
-                &self.cfg.attr_ttl,
-                &to_fuser_attr(&attr),
-                Generation(attr.generation),
-            );
-            if full {
-                break;
-            }
-        }
-        reply.ok();
     }
 
     fn releasedir(
@@ -910,6 +901,63 @@ impl<D: AtomicDevice + 'static> fuser::Filesystem for AtomFuse<D> {
     }
 }
 
+/// The listing behind READDIRPLUS: each entry of directory `ino` after
+/// cookie `offset`, with its attributes, handed to `add` until it returns
+/// true ("reply full", that entry not taken) or the directory ends.
+///
+/// The core's readdir holds its lock while it calls back, so names are
+/// collected a batch at a time and their attributes read after (`batch`
+/// sees each batch in between; tests use it to change the directory
+/// there). An entry whose inode is gone by then (ENOENT: removed in
+/// between) is left out, as if the removal had come first; if a whole
+/// batch went that way, the listing goes on from the batch's last cookie
+/// rather than ending (an empty reply is the end of the directory to the
+/// kernel). Any other error ends the reply: with the entries already
+/// added, so the next call starts at the failing entry and reports it, or
+/// as the error itself when there are none.
+fn readdir_plus<D: AtomicDevice>(
+    fs: &Fs<D>,
+    ctx: &Ctx,
+    ino: u64,
+    mut offset: u64,
+    mut batch: impl FnMut(&[DirEntry]),
+    mut add: impl FnMut(&DirEntry, &FileAttr) -> bool,
+) -> crate::Result<()> {
+    // A direntplus record is at least 152 bytes; the kernel asks for a
+    // page or more. Collecting a few too many is harmless.
+    const MAX_BATCH: usize = 64;
+    let mut added = false;
+    loop {
+        let mut names = Vec::new();
+        fs.readdir(ctx, ino, offset, |e| {
+            names.push(e.clone());
+            names.len() >= MAX_BATCH
+        })?;
+        let Some(last) = names.last() else {
+            return Ok(());
+        };
+        let next = last.offset;
+        let more = names.len() >= MAX_BATCH;
+        batch(&names);
+        for e in &names {
+            let attr = match fs.getattr(e.ino) {
+                Ok(attr) => attr,
+                Err(Errno::ENOENT) => continue,
+                Err(_) if added => return Ok(()),
+                Err(err) => return Err(err),
+            };
+            if add(e, &attr) {
+                return Ok(());
+            }
+            added = true;
+        }
+        if !more {
+            return Ok(());
+        }
+        offset = next;
+    }
+}
+
 /// The xattr size-probe protocol: `size == 0` asks for the length, a
 /// buffer too small is ERANGE.
 fn reply_sized(reply: ReplyXattr, data: &[u8], size: u32) {
@@ -1023,6 +1071,133 @@ mod tests {
         assert_eq!(to_timespec(at_min), Timespec::new(i64::MIN, 0));
         // (Linux's SystemTime ends there: nothing beyond can be built.)
         assert!(at_min.checked_sub(Duration::from_nanos(1)).is_none());
+    }
+
+    /// A fresh core on a memory device with directory `d` holding `n` files.
+    fn dir_with_files(n: usize) -> (Fs<Arc<atomic_api::MemDevice>>, u64) {
+        let dev = Arc::new(atomic_api::MemDevice::new(512, 1 << 30));
+        Fs::mkfs(&dev, &crate::MkfsOptions::default()).unwrap();
+        let fs = Fs::mount(dev, &crate::MountOptions::default()).unwrap();
+        let root = Ctx::root();
+        let d = fs
+            .mkdir(&root, crate::ROOT_INO, OsStr::new("d"), 0o755)
+            .unwrap()
+            .ino;
+        for i in 0..n {
+            fs.mknod(&root, d, OsStr::new(&format!("f{i:04}")), libc::S_IFREG | 0o644, 0)
+                .unwrap();
+        }
+        (fs, d)
+    }
+
+    /// Everything `readdir_plus` lists from `offset` until the directory ends,
+    /// `per_reply` entries per call (as successive READDIRPLUS requests),
+    /// running `between` on each batch of names it collects.
+    fn list_plus<D: AtomicDevice>(
+        fs: &Fs<D>,
+        d: u64,
+        per_reply: usize,
+        mut between: impl FnMut(&[DirEntry]),
+    ) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut offset = 0;
+        loop {
+            let mut got = Vec::new();
+            readdir_plus(fs, &Ctx::root(), d, offset, &mut between, |e, attr| {
+                if got.len() == per_reply {
+                    return true;
+                }
+                assert_eq!(attr.ino, e.ino);
+                got.push(e.clone());
+                false
+            })
+            .unwrap();
+            let Some(last) = got.last() else {
+                return out;
+            };
+            offset = last.offset;
+            out.extend(got.iter().map(|e| e.name.to_string_lossy().into_owned()));
+        }
+    }
+
+    #[test]
+    fn readdirplus_lists_everything() {
+        let (fs, d) = dir_with_files(300);
+        let names = list_plus(&fs, d, 20, |_| {});
+        assert_eq!(names.len(), 302);
+        let mut files: Vec<_> = names.into_iter().filter(|n| n.starts_with('f')).collect();
+        files.sort();
+        let want: Vec<_> = (0..300).map(|i| format!("f{i:04}")).collect();
+        assert_eq!(files, want);
+    }
+
+    /// Whole batches of names removed between collecting them and reading
+    /// their attributes: the listing goes on with the survivors instead of
+    /// ending early (an empty READDIRPLUS reply is end-of-directory).
+    #[test]
+    fn readdirplus_continues_past_a_removed_batch() {
+        let (fs, d) = dir_with_files(400);
+        let mut calls = 0;
+        let mut removed = std::collections::BTreeSet::new();
+        let names = list_plus(&fs, d, 20, |batch| {
+            calls += 1;
+            // From the second reply on, the first batch each time vanishes
+            // whole (twice), as if another process deleted it meanwhile.
+            if calls == 2 || calls == 4 {
+                for e in batch.iter().filter(|e| e.name != "." && e.name != "..") {
+                    fs.unlink(&Ctx::root(), d, &e.name).unwrap();
+                    removed.insert(e.name.to_string_lossy().into_owned());
+                }
+            }
+        });
+        assert!(removed.len() >= 100, "{} removed", removed.len());
+        let listed: std::collections::BTreeSet<_> =
+            names.iter().filter(|n| n.starts_with('f')).cloned().collect();
+        assert_eq!(listed.len(), names.len() - 2, "each name once");
+        let survivors: std::collections::BTreeSet<_> = (0..400)
+            .map(|i| format!("f{i:04}"))
+            .filter(|n| !removed.contains(n))
+            .collect();
+        assert_eq!(listed, survivors);
+    }
+
+    /// An error other than ENOENT (a damaged inode: EIO) is reported, not
+    /// skipped: the reply ends before that entry, and the next one fails.
+    #[test]
+    fn readdirplus_reports_errors() {
+        let (fs, d) = dir_with_files(3);
+        let bad = fs.lookup(&Ctx::root(), d, OsStr::new("f0001")).unwrap().ino;
+        let dev = fs.unmount().unwrap();
+        let mut garbage = atomic_api::Request::new();
+        garbage.write(
+            Fs::mount(dev.clone(), &crate::MountOptions::default())
+                .unwrap()
+                .layout()
+                .inode_lba(bad),
+            vec![0xab; 512],
+        );
+        dev.submit(garbage).unwrap();
+        // A new mount: nothing cached, the inode is read (and fails) now.
+        let fs = Fs::mount(dev, &crate::MountOptions::default()).unwrap();
+        let mut offset = 0;
+        let mut listed = Vec::new();
+        let err = loop {
+            let mut got = Vec::new();
+            let res = readdir_plus(&fs, &Ctx::root(), d, offset, |_| {}, |e, _| {
+                got.push(e.clone());
+                false
+            });
+            listed.extend(got.iter().map(|e| e.name.clone()));
+            match res {
+                Err(e) => break e,
+                Ok(()) => match got.last() {
+                    Some(last) => offset = last.offset,
+                    None => panic!("listing ended without the error: {listed:?}"),
+                },
+            }
+        };
+        assert_eq!(err, Errno::EIO);
+        assert!(!listed.iter().any(|n| n == "f0001"), "{listed:?}");
     }
 
     #[test]
