@@ -141,6 +141,98 @@ fn sigterm_on_a_busy_mount_detaches_and_exits_when_released() {
     m.unmount();
 }
 
+/// The block layer's report on `image` (read-only): its findings, which
+/// must hold no error, and how many user records the next mount would roll
+/// forward past the last checkpoint (0 after a clean close).
+fn records_to_recover(image: &Path) -> u64 {
+    let media = blockdev::FileMedia::open_with(
+        image,
+        &blockdev::FileMediaOptions {
+            read_only: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let report = blockdev::check(&media);
+    let mut rolled = None;
+    for f in &report.findings {
+        assert!(
+            !matches!(f.severity, blockdev::Severity::Error),
+            "block layer: {}",
+            f.message
+        );
+        if let Some(rest) = f.message.split("rolled forward ").nth(1) {
+            rolled = rest.split(' ').next().and_then(|n| n.parse().ok());
+        }
+    }
+    rolled.expect("the check reports what it rolled forward")
+}
+
+/// SIGTERM while files are busy and writes are running: the signal thread
+/// detaches the mount and flushes while the last user lets go, and the
+/// session's end must still unmount the core and close the device, whose
+/// checkpoint leaves nothing to recover. (Before the fix the signal
+/// thread's flush could still hold the file system when the session
+/// ended: "file system still in use at exit", exit 1, no close checkpoint.
+/// That race is timing-dependent; several rounds make it likely.)
+#[test]
+fn sigterm_on_a_busy_mount_always_writes_the_close_checkpoint() {
+    if !fuse_available("sigterm_on_a_busy_mount_always_writes_the_close_checkpoint") {
+        return;
+    }
+    let s = Scratch::new();
+    make_image(&s.image, 128 << 20);
+    for round in 0..6 {
+        let m = mount_fg(&s.image, &s.mnt, "commit=0");
+        let path = s.path(&format!("busy{round}"));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let stop = stop.clone();
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&path)
+                .unwrap();
+            std::thread::spawn(move || {
+                // Unsynced data for the signal thread's flush to write,
+                // then writes until told to stop, then the last close.
+                let chunk = vec![round as u8; 1 << 20];
+                for _ in 0..16 {
+                    f.write_all(&chunk).unwrap();
+                }
+                let mut at = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::os::unix::fs::FileExt::write_all_at(&f, &chunk[..4096], at).unwrap();
+                    at = (at + 4096) % (16 << 20);
+                }
+            })
+        };
+        std::thread::sleep(Duration::from_millis(100 + 50 * round as u64));
+        kill(m.pid(), libc::SIGTERM);
+        wait_unmounted(&s.mnt);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        writer.join().unwrap();
+        let (status, err) = m.wait();
+        assert!(status.success(), "round {round}: {status} {err}");
+        assert_eq!(
+            records_to_recover(&s.image),
+            0,
+            "round {round}: no close checkpoint"
+        );
+        let m = mount_fg(&s.image, &s.mnt, "ro");
+        assert_eq!(
+            fs::metadata(&path).unwrap().len(),
+            16 << 20,
+            "round {round}"
+        );
+        m.unmount();
+        let m = mount_fg(&s.image, &s.mnt, "");
+        fs::remove_file(&path).unwrap();
+        m.unmount();
+    }
+}
+
 #[test]
 fn sigkill_keeps_fsynced_data_and_loses_only_unsynced() {
     if !fuse_available("sigkill_keeps_fsynced_data_and_loses_only_unsynced") {

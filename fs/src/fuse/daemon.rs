@@ -12,7 +12,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -278,7 +278,8 @@ impl Daemon {
         } = self;
         block_stop_signals();
         let mut unmounter = session.unmount_callable();
-        let weak = Arc::downgrade(&fs);
+        let shared = Arc::new(Shared::new(&fs));
+        let helper = shared.clone();
         let mnt = mountpoint.clone();
         std::thread::Builder::new()
             .name("atomfs-signals".into())
@@ -295,24 +296,61 @@ impl Daemon {
                     if let Err(e) = lazy_unmount(&mnt) {
                         log::error!("atomfs: {}: detach failed: {e}", mnt.display());
                     }
-                    if let Some(fs) = weak.upgrade() {
-                        let _ = fs.sync();
-                    }
+                    helper.with(|fs| {
+                        if let Err(e) = fs.sync() {
+                            log::error!("atomfs: flush after the signal failed: {e}");
+                        }
+                    });
                 }
             })
             .map_err(|e| format!("{}: cannot start a thread: {e}", device.display()))?;
 
         let committer = match cfg.commit {
-            Some(every) if !cfg.read_only && !cfg.sync => Some(Committer::start(&fs, every)),
+            Some(every) if !cfg.read_only && !cfg.sync => Some(Committer::start(&shared, every)),
             _ => None,
         };
         let served = session.run();
         if let Some(c) = committer {
             c.stop();
         }
+        // From here no helper thread can hold the file system.
+        shared.close();
         let closed = finish(fs, &device, &cfg, at_mount);
         served.map_err(|e| format!("{}: FUSE session failed: {e}", mountpoint.display()))?;
         closed
+    }
+}
+
+/// The file system as the helper threads (signals, `commit=`) reach it: a
+/// weak reference upgraded only under the lock, for the length of one call.
+/// [`Shared::close`] takes the lock, so it waits for a flush in progress,
+/// and clears the reference: after it, the session's end leaves `serve` the
+/// only owner, and [`finish`] can always unmount and close (the close
+/// writes the checkpoint that makes the next mount need no recovery). A
+/// plain `Weak::upgrade` in a helper raced with `finish` (SIGTERM on a busy
+/// mount: the signal thread's flush still held a reference when the last
+/// file was closed, and the close checkpoint was lost).
+struct Shared {
+    fs: Mutex<Weak<DaemonFs>>,
+}
+
+impl Shared {
+    fn new(fs: &Arc<DaemonFs>) -> Shared {
+        Shared {
+            fs: Mutex::new(Arc::downgrade(fs)),
+        }
+    }
+
+    /// Runs `f` on the file system unless it is closed.
+    fn with<R>(&self, f: impl FnOnce(&DaemonFs) -> R) -> Option<R> {
+        let weak = self.fs.lock().unwrap_or_else(|e| e.into_inner());
+        let fs = weak.upgrade()?;
+        Some(f(&fs))
+    }
+
+    /// Waits for a call in progress, then refuses every later one.
+    fn close(&self) {
+        *self.fs.lock().unwrap_or_else(|e| e.into_inner()) = Weak::new();
     }
 }
 
@@ -324,17 +362,21 @@ struct Committer {
 }
 
 impl Committer {
-    fn start(fs: &Arc<DaemonFs>, every: Duration) -> Committer {
+    fn start(shared: &Arc<Shared>, every: Duration) -> Committer {
         let (stop, rx) = mpsc::channel::<()>();
-        let weak: Weak<DaemonFs> = Arc::downgrade(fs);
+        let shared = shared.clone();
         let thread = std::thread::Builder::new()
             .name("atomfs-commit".into())
             .spawn(move || loop {
                 match rx.recv_timeout(every) {
                     Err(RecvTimeoutError::Timeout) => {
-                        let Some(fs) = weak.upgrade() else { return };
-                        if let Err(e) = fs.sync() {
-                            log::error!("atomfs: periodic flush failed: {e}");
+                        let flushed = shared.with(|fs| {
+                            if let Err(e) = fs.sync() {
+                                log::error!("atomfs: periodic flush failed: {e}");
+                            }
+                        });
+                        if flushed.is_none() {
+                            return;
                         }
                     }
                     _ => return,
@@ -359,8 +401,18 @@ fn finish(
 ) -> Result<(), String> {
     let name = device.display();
     let fs = Arc::try_unwrap(fs).map_err(|fs| {
-        let _ = fs.sync();
-        format!("{name}: internal error: file system still in use at exit")
+        // Only if the session ended early with a worker thread still
+        // running (fuser returns when one of them panics). Make the image
+        // as clean as a close would, through the shared handle: flush, and
+        // a checkpoint, so the next mount has nothing to recover.
+        if let Err(e) = fs.sync().map_err(|e| e.to_string()).and_then(|()| {
+            fs.device()
+                .checkpoint()
+                .map_err(|e| e.to_string())
+        }) {
+            log::error!("atomfs: {name}: final flush failed: {e}");
+        }
+        format!("{name}: internal error: file system still in use at exit (flushed and checkpointed, not closed)")
     })?;
     let dev = fs
         .unmount()
