@@ -40,9 +40,7 @@ use fuser::{
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use crate::core::types::{
-    Ctx, DirEntry, FileAttr, FileKind, SetAttr, TimeSet, Timespec, Whence,
-};
+use crate::core::types::{Ctx, DirEntry, FileAttr, FileKind, SetAttr, TimeSet, Timespec, Whence};
 use crate::errno::Errno;
 use crate::Fs;
 
@@ -660,9 +658,11 @@ impl<D: AtomicDevice + 'static> fuser::Filesystem for AtomFuse<D> {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let res = self.fs.readdir(&ctx_without_groups(req), ino.0, offset, |e| {
-            reply.add(INodeNo(e.ino), e.offset, to_fuser_kind(e.kind), &e.name)
-        });
+        let res = self
+            .fs
+            .readdir(&ctx_without_groups(req), ino.0, offset, |e| {
+                reply.add(INodeNo(e.ino), e.offset, to_fuser_kind(e.kind), &e.name)
+            });
         match res {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(e)),
@@ -891,10 +891,13 @@ impl<D: AtomicDevice + 'static> fuser::Filesystem for AtomFuse<D> {
             reply.written(0);
             return;
         }
-        match self
-            .fs
-            .write(&ctx_without_groups(req), ino_out.0, offset_out, &data, false)
-        {
+        match self.fs.write(
+            &ctx_without_groups(req),
+            ino_out.0,
+            offset_out,
+            &data,
+            false,
+        ) {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(errno(e)),
         }
@@ -1033,7 +1036,10 @@ mod tests {
     fn extreme_times_never_panic() {
         let enc = |st: SystemTime| match st.duration_since(UNIX_EPOCH) {
             Ok(d) => (i128::from(d.as_secs()), d.subsec_nanos()),
-            Err(e) => (-i128::from(e.duration().as_secs()), e.duration().subsec_nanos()),
+            Err(e) => (
+                -i128::from(e.duration().as_secs()),
+                e.duration().subsec_nanos(),
+            ),
         };
         // Every i64 second is representable: exact, nanoseconds included.
         for t in [
@@ -1051,7 +1057,11 @@ mod tests {
         }
         // A nanosecond field out of range (a damaged inode) is clamped, never
         // carried into the seconds.
-        for (sec, nsec) in [(i64::MAX, 1_000_000_000), (5, u32::MAX), (-5, 2_000_000_000)] {
+        for (sec, nsec) in [
+            (i64::MAX, 1_000_000_000),
+            (5, u32::MAX),
+            (-5, 2_000_000_000),
+        ] {
             let st = to_system_time(Timespec::new(sec, nsec));
             let want = i128::from(sec) * 1_000_000_000 + 999_999_999;
             let (s, n) = enc(st);
@@ -1084,8 +1094,14 @@ mod tests {
             .unwrap()
             .ino;
         for i in 0..n {
-            fs.mknod(&root, d, OsStr::new(&format!("f{i:04}")), libc::S_IFREG | 0o644, 0)
-                .unwrap();
+            fs.mknod(
+                &root,
+                d,
+                OsStr::new(&format!("f{i:04}")),
+                libc::S_IFREG | 0o644,
+                0,
+            )
+            .unwrap();
         }
         (fs, d)
     }
@@ -1151,8 +1167,11 @@ mod tests {
             }
         });
         assert!(removed.len() >= 100, "{} removed", removed.len());
-        let listed: std::collections::BTreeSet<_> =
-            names.iter().filter(|n| n.starts_with('f')).cloned().collect();
+        let listed: std::collections::BTreeSet<_> = names
+            .iter()
+            .filter(|n| n.starts_with('f'))
+            .cloned()
+            .collect();
         assert_eq!(listed.len(), names.len() - 2, "each name once");
         let survivors: std::collections::BTreeSet<_> = (0..400)
             .map(|i| format!("f{i:04}"))
@@ -1183,10 +1202,17 @@ mod tests {
         let mut listed = Vec::new();
         let err = loop {
             let mut got = Vec::new();
-            let res = readdir_plus(&fs, &Ctx::root(), d, offset, |_| {}, |e, _| {
-                got.push(e.clone());
-                false
-            });
+            let res = readdir_plus(
+                &fs,
+                &Ctx::root(),
+                d,
+                offset,
+                |_| {},
+                |e, _| {
+                    got.push(e.clone());
+                    false
+                },
+            );
             listed.extend(got.iter().map(|e| e.name.clone()));
             match res {
                 Err(e) => break e,
