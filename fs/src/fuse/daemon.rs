@@ -53,10 +53,6 @@ impl<M: Media> CountingMedia<M> {
     pub fn flushes(&self) -> u64 {
         self.flushes.load(Ordering::Relaxed)
     }
-
-    pub fn into_inner(self) -> M {
-        self.inner
-    }
 }
 
 impl<M: Media> Media for CountingMedia<M> {
@@ -259,11 +255,6 @@ fn lazy_unmount(mountpoint: &Path) -> io::Result<()> {
 }
 
 impl Daemon {
-    /// The file system being served.
-    pub fn fs(&self) -> &Arc<DaemonFs> {
-        &self.fs
-    }
-
     /// Serves until the file system is unmounted (umount, fusermount -u)
     /// or a stop signal arrives (which unmounts it), then flushes, closes
     /// the device and writes the stats file. Errors are one line.

@@ -28,7 +28,6 @@ pub mod options;
 
 use std::ffi::OsStr;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -78,22 +77,11 @@ impl Default for FuseConfig {
 pub struct AtomFuse<D: AtomicDevice> {
     fs: Arc<Fs<D>>,
     cfg: FuseConfig,
-    /// Whether the kernel granted the writeback cache at INIT.
-    writeback: AtomicBool,
 }
 
 impl<D: AtomicDevice> AtomFuse<D> {
     pub fn new(fs: Arc<Fs<D>>, cfg: FuseConfig) -> Self {
-        AtomFuse {
-            fs,
-            cfg,
-            writeback: AtomicBool::new(false),
-        }
-    }
-
-    /// The core underneath.
-    pub fn fs(&self) -> &Arc<Fs<D>> {
-        &self.fs
+        AtomFuse { fs, cfg }
     }
 
     /// The largest write that still fits in one device request (with the
@@ -329,19 +317,12 @@ impl<D: AtomicDevice + 'static> fuser::Filesystem for AtomFuse<D> {
         if self.cfg.writeback_cache && !granted.contains(InitFlags::FUSE_WRITEBACK_CACHE) {
             log::warn!("atomfs: the kernel does not offer writeback_cache; staying write-through");
         }
-        self.writeback.store(
-            granted.contains(InitFlags::FUSE_WRITEBACK_CACHE),
-            Ordering::Relaxed,
-        );
         let max_write = self.max_write();
         if let Err(nearest) = config.set_max_write(max_write) {
             let _ = config.set_max_write(nearest);
         }
         let _ = config.set_max_background(64);
-        log::debug!(
-            "atomfs: FUSE init: capabilities {granted:?}, max_write {max_write}, writeback {}",
-            self.writeback.load(Ordering::Relaxed)
-        );
+        log::debug!("atomfs: FUSE init: capabilities {granted:?}, max_write {max_write}");
         Ok(())
     }
 
