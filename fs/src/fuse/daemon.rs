@@ -141,30 +141,27 @@ fn worker_threads() -> usize {
         * 2
 }
 
-/// Opens `device`, checks it, and mounts it on `mountpoint`. Returns when
-/// the mount is usable. Errors are one line, `PATH: cause`.
-pub fn mount(device: &Path, mountpoint: &Path, cfg: &MountConfig) -> Result<Daemon, String> {
-    match std::fs::metadata(mountpoint) {
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => return Err(format!("{}: not a directory", mountpoint.display())),
-        Err(e) => return Err(format!("{}: {}", mountpoint.display(), io_cause(&e))),
-    }
-    let media = FileMedia::open_with(
-        device,
-        &FileMediaOptions {
-            read_only: cfg.read_only,
-            ..FileMediaOptions::default()
-        },
-    )
-    .map_err(|e| e.to_string())?;
-    let dev = open_checked(CountingMedia::new(media), device, cfg.read_only)?;
-    let opts = MountOptions {
+/// The core's mount options for `cfg`.
+pub fn core_options(cfg: &MountConfig) -> MountOptions {
+    MountOptions {
         read_only: cfg.read_only,
         sync: cfg.sync,
         ..MountOptions::default()
-    };
-    let fs = Arc::new(Fs::mount(dev, &opts).map_err(|e| format!("{}: {e}", device.display()))?);
+    }
+}
 
+/// Mounts `fs` on `mountpoint` through FUSE as `cfg` asks of the adapter
+/// and the kernel (kernel mount options, who may enter, caching, worker
+/// threads, one `/dev/fuse` clone per worker) and returns once the kernel
+/// has finished INIT. `source` is what /proc/mounts shows unless `fsname=`
+/// says otherwise. [`mount`] uses it, and so does any other daemon (the
+/// crash tests' recording one) that must behave exactly as `atomfs`.
+pub fn fuse_session<D: AtomicDevice + 'static>(
+    fs: Arc<Fs<D>>,
+    source: &Path,
+    mountpoint: &Path,
+    cfg: &MountConfig,
+) -> Result<Session<AtomFuse<D>>, String> {
     let fuse_cfg = FuseConfig {
         writeback_cache: cfg.writeback_cache,
         direct_io: cfg.direct_io,
@@ -174,7 +171,7 @@ pub fn mount(device: &Path, mountpoint: &Path, cfg: &MountConfig) -> Result<Daem
         MountOption::FSName(
             cfg.fsname
                 .clone()
-                .unwrap_or_else(|| device.display().to_string()),
+                .unwrap_or_else(|| source.display().to_string()),
         ),
         // The kernel takes `subtype` itself, so /proc/mounts says
         // `fuse.atomfs` and `umount`/`mount -t fuse.atomfs` match it.
@@ -196,8 +193,31 @@ pub fn mount(device: &Path, mountpoint: &Path, cfg: &MountConfig) -> Result<Daem
     };
     config.n_threads = Some(worker_threads());
     config.clone_fd = true;
-    let session = Session::new(AtomFuse::new(fs.clone(), fuse_cfg), mountpoint, &config)
-        .map_err(|e| format!("{}: cannot mount: {}", mountpoint.display(), io_cause(&e)))?;
+    Session::new(AtomFuse::new(fs, fuse_cfg), mountpoint, &config)
+        .map_err(|e| format!("{}: cannot mount: {}", mountpoint.display(), io_cause(&e)))
+}
+
+/// Opens `device`, checks it, and mounts it on `mountpoint`. Returns when
+/// the mount is usable. Errors are one line, `PATH: cause`.
+pub fn mount(device: &Path, mountpoint: &Path, cfg: &MountConfig) -> Result<Daemon, String> {
+    match std::fs::metadata(mountpoint) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(format!("{}: not a directory", mountpoint.display())),
+        Err(e) => return Err(format!("{}: {}", mountpoint.display(), io_cause(&e))),
+    }
+    let media = FileMedia::open_with(
+        device,
+        &FileMediaOptions {
+            read_only: cfg.read_only,
+            ..FileMediaOptions::default()
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let dev = open_checked(CountingMedia::new(media), device, cfg.read_only)?;
+    let fs = Arc::new(
+        Fs::mount(dev, &core_options(cfg)).map_err(|e| format!("{}: {e}", device.display()))?,
+    );
+    let session = fuse_session(fs.clone(), device, mountpoint, cfg)?;
     let at_mount = fs.device().stats();
     Ok(Daemon {
         fs,
