@@ -56,8 +56,11 @@ pub struct FuseConfig {
     /// and write goes to the daemon with the caller's offset and length.
     pub direct_io: bool,
     /// Largest WRITE the kernel may send; `None` = as large as one device
-    /// request can hold (capped at 4 MiB; the kernel caps it further at
-    /// `fs.fuse.max_pages_limit`, 1 MiB by default).
+    /// request can hold, capped at 4 MiB. fuser 0.18 accepts up to 16 MiB
+    /// and derives INIT's `max_pages` from it (rounded up to pages); the
+    /// kernel clamps `max_pages` to `fs.fuse.max_pages_limit` (256 pages,
+    /// 1 MiB, by default), and a WRITE is at most `max_pages` pages, so
+    /// that sysctl, not this value, is usually the limit.
     pub max_write: Option<u32>,
 }
 
@@ -84,14 +87,19 @@ impl<D: AtomicDevice> AtomFuse<D> {
         AtomFuse { fs, cfg }
     }
 
-    /// The largest write that still fits in one device request (with the
-    /// inode sector), so the kernel never sends a WRITE the core would
-    /// have to cut short: a short WRITE from page-cache writeback (mmap) is
-    /// treated as an error by the kernel.
+    /// The largest WRITE that always fits in one device request, so the
+    /// kernel never sends one the core would have to cut short. That
+    /// matters for page-cache writeback (mmap, `writeback_cache`): the
+    /// kernel does not check the count such a WRITE returns
+    /// (`fuse_writepage_end` looks only at the error), so the rest would
+    /// be lost silently; a `write(2)` would merely return short. The core
+    /// needs one sector for the inode and writes whole sectors, so an
+    /// unaligned WRITE covers one sector more than its length: two
+    /// sectors are kept free, not one.
     fn max_write(&self) -> u32 {
         let geo = self.fs.device().geometry();
         let ss = u64::from(geo.sector_size);
-        let fits = geo.max_request_bytes.saturating_sub(ss) / 4096 * 4096;
+        let fits = geo.max_request_bytes.saturating_sub(2 * ss) / 4096 * 4096;
         let want = self
             .cfg
             .max_write
@@ -233,9 +241,15 @@ pub fn to_fuser_attr(a: &FileAttr) -> fuser::FileAttr {
 /// The supplementary groups of task `pid`, from `/proc/PID/status`.
 ///
 /// FUSE requests carry only the caller's uid, gid and pid; the groups are
-/// needed for permission checks on group-owned files. A task that has
-/// already exited yields no groups (the check then uses the primary gid
-/// alone, which can only deny, never wrongly allow).
+/// needed for permission checks on group-owned files. The pid is the
+/// calling *thread's* id as the daemon's pid namespace sees it (0 when
+/// the caller is outside it or the kernel makes the request on its own),
+/// and `/proc/TID/status` gives that thread's groups. It cannot name
+/// another task: the requests that need groups are synchronous, and once
+/// the daemon has read one the kernel waits for the reply uninterruptibly
+/// (even on SIGKILL), so the caller cannot exit and its pid cannot be
+/// reused before we answer. If the file cannot be read, the result is no
+/// groups: the check uses the primary gid alone, which can only deny.
 pub fn proc_groups(pid: u32) -> Vec<u32> {
     let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
         return Vec::new();
