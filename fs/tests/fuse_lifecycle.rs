@@ -233,6 +233,49 @@ fn sigterm_on_a_busy_mount_always_writes_the_close_checkpoint() {
     }
 }
 
+/// In the background the daemon's stderr is /dev/null; `-o log=PATH`
+/// appends its log to PATH instead (at `RUST_LOG`'s level; syslog without
+/// the option).
+#[test]
+fn background_daemon_logs_to_the_log_file() {
+    if !fuse_available("background_daemon_logs_to_the_log_file") {
+        return;
+    }
+    let s = Scratch::new();
+    make_image(&s.image, 64 << 20);
+    let log = s.dir.path().join("atomfs.log");
+    let out = Command::new(ATOMFS)
+        .arg(&s.image)
+        .arg(&s.mnt)
+        .arg("-o")
+        .arg(format!("log={}", log.display()))
+        .env("RUST_LOG", "debug")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    fs::write(s.path("f"), b"x").unwrap();
+    umount(&s.mnt);
+    wait_released(&s.image);
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(text.contains("atomfs: FUSE init: capabilities"), "{text}");
+    // An unwritable log path is refused up front, in one line.
+    let out = run_atomfs(&s.image, &s.mnt, "log=/nonexistent-dir/x.log");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(one_line(&err).contains("/nonexistent-dir/x.log"), "{err}");
+    assert!(!is_mounted(&s.mnt));
+}
+
 #[test]
 fn sigkill_keeps_fsynced_data_and_loses_only_unsynced() {
     if !fuse_available("sigkill_keeps_fsynced_data_and_loses_only_unsynced") {

@@ -94,16 +94,17 @@ fn main() {
         Ok(cfg) => cfg,
         Err(e) => fail(e),
     };
-    let level = if cli.debug { "debug" } else { "warn" };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
-        .format_timestamp_millis()
-        .init();
     let device = absolute(&cli.device);
     let mountpoint = absolute(&cli.mountpoint);
     if let Some(p) = &cfg.stats_file {
         cfg.stats_file = Some(absolute(p));
     }
-    if cli.foreground || cli.debug {
+    if let Some(p) = &cfg.log_file {
+        cfg.log_file = Some(absolute(p));
+    }
+    let foreground = cli.foreground || cli.debug;
+    init_logging(cli.debug, cfg.log_file.as_deref(), foreground).unwrap_or_else(|e| fail(e));
+    if foreground {
         let d = daemon::mount(&device, &mountpoint, &cfg).unwrap_or_else(|e| fail(e));
         match d.serve() {
             Ok(()) => exit(0),
@@ -111,6 +112,67 @@ fn main() {
         }
     }
     daemonize(&device, &mountpoint, &cfg);
+}
+
+/// Sets up the log: level `warn` (`-d`: `debug`; `RUST_LOG` overrides,
+/// with env_logger's syntax), written to `-o log=PATH` (appended, created
+/// if missing) if given, else to stderr in the foreground and to syslog
+/// (facility daemon, ident `atomfs`, with the pid) in the background, where
+/// stderr is /dev/null.
+fn init_logging(debug: bool, file: Option<&Path>, foreground: bool) -> Result<(), String> {
+    let level = if debug { "debug" } else { "warn" };
+    let mut builder =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level));
+    builder.format_timestamp_millis();
+    if let Some(path) = file {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| format!("{}: cannot open the log: {e}", path.display()))?;
+        builder.target(env_logger::Target::Pipe(Box::new(f)));
+    } else if !foreground {
+        let inner = builder.build();
+        log::set_max_level(inner.filter());
+        // SAFETY: a static ident; openlog keeps the pointer.
+        unsafe { libc::openlog(c"atomfs".as_ptr(), libc::LOG_PID, libc::LOG_DAEMON) };
+        return log::set_boxed_logger(Box::new(Syslog { inner }))
+            .map_err(|e| format!("cannot set up logging: {e}"));
+    }
+    builder
+        .try_init()
+        .map_err(|e| format!("cannot set up logging: {e}"))
+}
+
+/// The background daemon's logger: env_logger's filter, syslog's output.
+struct Syslog {
+    inner: env_logger::Logger,
+}
+
+impl log::Log for Syslog {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        self.inner.enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record) {
+        if !self.inner.matches(record) {
+            return;
+        }
+        let priority = match record.level() {
+            log::Level::Error => libc::LOG_ERR,
+            log::Level::Warn => libc::LOG_WARNING,
+            log::Level::Info => libc::LOG_INFO,
+            log::Level::Debug | log::Level::Trace => libc::LOG_DEBUG,
+        };
+        let msg = format!("{}: {}", record.target(), record.args()).replace('\0', " ");
+        let Ok(msg) = std::ffi::CString::new(msg) else {
+            return;
+        };
+        // SAFETY: constant format string and a valid C string argument.
+        unsafe { libc::syslog(priority, c"%s".as_ptr(), msg.as_ptr()) };
+    }
+
+    fn flush(&self) {}
 }
 
 /// Forks; the child mounts and reports through a pipe, then serves; the
@@ -167,22 +229,11 @@ fn daemonize(device: &Path, mountpoint: &Path, cfg: &options::MountConfig) -> ! 
     match d.serve() {
         Ok(()) => exit(0),
         Err(e) => {
-            syslog_error(&e);
+            // A detached daemon has no stderr: the log (syslog or log=)
+            // keeps an error at exit (a failed final flush).
+            log::error!("atomfs: {e}");
             exit(1)
         }
-    }
-}
-
-/// A detached daemon has no stderr; an error at exit (a failed final
-/// flush) goes to syslog so it is not lost.
-fn syslog_error(msg: &str) {
-    let Ok(msg) = std::ffi::CString::new(format!("atomfs: {msg}")) else {
-        return;
-    };
-    // SAFETY: constant format string and a valid C string argument.
-    unsafe {
-        libc::openlog(c"atomfs".as_ptr(), libc::LOG_PID, libc::LOG_DAEMON);
-        libc::syslog(libc::LOG_ERR, c"%s".as_ptr(), msg.as_ptr());
     }
 }
 
