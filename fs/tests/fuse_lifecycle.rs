@@ -233,6 +233,49 @@ fn sigterm_on_a_busy_mount_always_writes_the_close_checkpoint() {
     }
 }
 
+/// Ctrl-C (SIGINT) to `atomfs` while the daemonizing mount is starting is
+/// not ignored: the parent passes it on, the child undoes the mount as soon
+/// as it is up, and the parent fails with "interrupted" once the image is
+/// released; no mount is left behind.
+#[test]
+fn ctrl_c_during_a_daemonizing_mount_aborts_it() {
+    if !fuse_available("ctrl_c_during_a_daemonizing_mount_aborts_it") {
+        return;
+    }
+    let s = Scratch::new();
+    make_image(&s.image, 64 << 20);
+    for delay_ms in [0, 5, 20] {
+        let child = Command::new(ATOMFS)
+            .arg(&s.image)
+            .arg(&s.mnt)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        kill(child.id() as i32, libc::SIGINT);
+        let start = Instant::now();
+        let (status, err) = wait_child(child);
+        assert!(!status.success(), "{delay_ms} ms: {status} {err}");
+        assert!(start.elapsed() < Duration::from_secs(15), "{delay_ms} ms");
+        // Killed by the signal before main blocked it, or the one-line
+        // report: either way nothing is mounted.
+        if status.code().is_some() {
+            assert!(
+                one_line(&err).contains("interrupted"),
+                "{delay_ms} ms: {err}"
+            );
+        }
+        assert!(!is_mounted(&s.mnt), "{delay_ms} ms: still mounted");
+        wait_released(&s.image);
+    }
+    // And the image is intact.
+    let m = mount_bg(&s.image, &s.mnt, "");
+    fs::write(s.path("after"), b"ok").unwrap();
+    m.unmount();
+}
+
 /// In the background the daemon's stderr is /dev/null; `-o log=PATH`
 /// appends its log to PATH instead (at `RUST_LOG`'s level; syslog without
 /// the option).

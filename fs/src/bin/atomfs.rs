@@ -177,6 +177,12 @@ impl log::Log for Syslog {
 
 /// Forks; the child mounts and reports through a pipe, then serves; the
 /// parent waits for the report and exits with it.
+///
+/// The stop signals are blocked (see `block_stop_signals`), so the parent
+/// takes them through a signalfd while it waits: Ctrl-C (or SIGTERM,
+/// SIGHUP) is passed on to the child as SIGTERM, which unmounts as soon as
+/// the mount is up (a mount half set up is never left behind); the parent
+/// then waits for the child to exit and fails with "interrupted".
 fn daemonize(device: &Path, mountpoint: &Path, cfg: &options::MountConfig) -> ! {
     let mut fds = [0; 2];
     // SAFETY: pipe2 fills two descriptors we then own.
@@ -195,8 +201,19 @@ fn daemonize(device: &Path, mountpoint: &Path, cfg: &options::MountConfig) -> ! 
     }
     if pid > 0 {
         drop(wr);
-        let mut report = String::new();
-        let _ = std::fs::File::from(rd).read_to_string(&mut report);
+        let (report, interrupted) = wait_for_report(rd, pid);
+        if interrupted {
+            let mut status = 0;
+            // SAFETY: waiting for our own child, which unmounts and exits.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            if let Some(msg) = report.strip_prefix("ERR ") {
+                fail(msg);
+            }
+            fail(format!(
+                "{}: interrupted; not mounted",
+                mountpoint.display()
+            ));
+        }
         if report == "OK" {
             exit(0);
         }
@@ -235,6 +252,71 @@ fn daemonize(device: &Path, mountpoint: &Path, cfg: &options::MountConfig) -> ! 
             exit(1)
         }
     }
+}
+
+/// The parent's wait for the child's report (`OK` or `ERR ...`, then EOF),
+/// forwarding a stop signal to the child as SIGTERM. Returns the report and
+/// whether a signal came.
+fn wait_for_report(rd: OwnedFd, child: libc::pid_t) -> (String, bool) {
+    use std::os::fd::AsRawFd;
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: plain sigset manipulation on a local.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut set, sig);
+        }
+    }
+    // The signals are blocked in this thread (block_stop_signals), so they
+    // queue for the signalfd, including any that came before it existed.
+    // SAFETY: a new descriptor, owned below.
+    let sfd = unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC) };
+    let sfd = (sfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(sfd) });
+    let mut pipe = std::fs::File::from(rd);
+    let mut report = Vec::new();
+    let mut interrupted = false;
+    loop {
+        let mut fds = [
+            libc::pollfd {
+                fd: pipe.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: sfd.as_ref().map_or(-1, |f| f.as_raw_fd()),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: two valid pollfd entries (a negative fd is ignored).
+        if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            let _ = pipe.read_to_end(&mut report);
+            break;
+        }
+        if fds[1].revents & libc::POLLIN != 0 {
+            if let Some(f) = &sfd {
+                let mut info = [0u8; std::mem::size_of::<libc::signalfd_siginfo>()];
+                // SAFETY: reading one siginfo record into a buffer of its size.
+                let _ = unsafe { libc::read(f.as_raw_fd(), info.as_mut_ptr().cast(), info.len()) };
+            }
+            if !interrupted {
+                interrupted = true;
+                // SAFETY: signalling our own child.
+                unsafe { libc::kill(child, libc::SIGTERM) };
+            }
+        }
+        if fds[0].revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+            let mut buf = [0u8; 4096];
+            match pipe.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => report.extend_from_slice(&buf[..n]),
+            }
+        }
+    }
+    (String::from_utf8_lossy(&report).into_owned(), interrupted)
 }
 
 /// Points stdin, stdout and stderr at /dev/null so the daemon holds no
