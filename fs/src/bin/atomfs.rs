@@ -11,7 +11,8 @@
 //! (background flush interval, default 5, 0 = off), `allow_other`,
 //! `default_permissions`, `writeback_cache` (weaker crash semantics),
 //! `direct_io` (every open bypasses the page cache, as with O_DIRECT),
-//! `stats_file=PATH`, `fsname=NAME`; the generic flags `dev`, `nodev`,
+//! `stats_file=PATH`, `log=PATH` (the log goes there instead of stderr,
+//! or syslog in the background), `fsname=NAME`; the generic flags `dev`, `nodev`,
 //! `suid`, `nosuid`, `exec`, `noexec`, `atime`, `noatime` go to the
 //! kernel; `relatime`, `_netdev`, `nofail`, `defaults`, `auto`, `noauto`,
 //! `user`, `nouser`, `x-*` and the like are accepted and ignored.
@@ -40,7 +41,8 @@ struct Cli {
     mountpoint: PathBuf,
     /// Mount options, comma-separated (repeatable): ro, rw, sync,
     /// commit=SECONDS, allow_other, default_permissions, writeback_cache,
-    /// direct_io, stats_file=PATH, fsname=NAME, and the generic mount options.
+    /// direct_io, stats_file=PATH, log=PATH, fsname=NAME, and the generic
+    /// mount options.
     #[arg(short = 'o', value_name = "OPTIONS", action = clap::ArgAction::Append)]
     options: Vec<String>,
     /// Stay in the foreground.
