@@ -197,6 +197,25 @@ pub fn fuse_session<D: AtomicDevice + 'static>(
         .map_err(|e| format!("{}: cannot mount: {}", mountpoint.display(), io_cause(&e)))
 }
 
+/// Serves `session` until the kernel ends the connection (unmount).
+///
+/// fuser takes only ENODEV from `/dev/fuse` as the end; but a worker that
+/// is copying a request out when the unmount aborts the connection gets
+/// ECONNABORTED instead (`fuse_dev_do_read`: the processing queue is
+/// already disconnected), which fuser returns as the session's error. It
+/// is the same end of the connection, seen a moment earlier, so it is not
+/// reported as a failure (what was flushed and closed after it is
+/// unaffected: that is the caller's business).
+pub fn run_session<FS: fuser::Filesystem>(session: Session<FS>) -> io::Result<()> {
+    match session.run() {
+        Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => {
+            log::debug!("atomfs: the connection ended while a request was being read");
+            Ok(())
+        }
+        res => res,
+    }
+}
+
 /// Opens `device`, checks it, and mounts it on `mountpoint`. Returns when
 /// the mount is usable. Errors are one line, `PATH: cause`.
 pub fn mount(device: &Path, mountpoint: &Path, cfg: &MountConfig) -> Result<Daemon, String> {
@@ -320,7 +339,7 @@ impl Daemon {
             Some(every) if !cfg.read_only && !cfg.sync => Some(Committer::start(&shared, every)),
             _ => None,
         };
-        let served = session.run();
+        let served = run_session(session);
         if let Some(c) = committer {
             c.stop();
         }

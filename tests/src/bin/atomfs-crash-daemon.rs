@@ -47,7 +47,7 @@ fn serve_traced(image: &Path, mnt: &Path, cfg: &MountConfig, trace: &Path) -> Re
             .map_err(|e| format!("{}: {e}", image.display()))?,
     );
     let session = daemon::fuse_session(fs.clone(), image, mnt, cfg)?;
-    let served = session.run();
+    let served = daemon::run_session(session);
     let fs = Arc::try_unwrap(fs).map_err(|_| "file system still in use at exit".to_string())?;
     let dev = fs
         .unmount()
