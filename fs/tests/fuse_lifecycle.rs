@@ -233,10 +233,25 @@ fn sigterm_on_a_busy_mount_always_writes_the_close_checkpoint() {
     }
 }
 
+/// True once task `pid` blocks SIGINT (`SigBlk` in /proc/PID/status).
+fn blocks_sigint(pid: u32) -> bool {
+    let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigBlk:"))
+        .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+        .is_some_and(|m| m & (1 << (libc::SIGINT - 1)) != 0)
+}
+
 /// Ctrl-C (SIGINT) to `atomfs` while the daemonizing mount is starting is
 /// not ignored: the parent passes it on, the child undoes the mount as soon
 /// as it is up, and the parent fails with "interrupted" once the image is
-/// released; no mount is left behind.
+/// released; no mount is left behind. The signal is sent as soon as the
+/// parent blocks it (first thing in main), well before the mount is ready;
+/// before the fix it stayed pending there and the parent exited 0 with the
+/// mount up.
 #[test]
 fn ctrl_c_during_a_daemonizing_mount_aborts_it() {
     if !fuse_available("ctrl_c_during_a_daemonizing_mount_aborts_it") {
@@ -244,7 +259,7 @@ fn ctrl_c_during_a_daemonizing_mount_aborts_it() {
     }
     let s = Scratch::new();
     make_image(&s.image, 64 << 20);
-    for delay_ms in [0, 5, 20] {
+    for round in 0..3 {
         let child = Command::new(ATOMFS)
             .arg(&s.image)
             .arg(&s.mnt)
@@ -253,21 +268,24 @@ fn ctrl_c_during_a_daemonizing_mount_aborts_it() {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(delay_ms));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !blocks_sigint(child.id()) {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: SIGINT never blocked"
+            );
+            std::thread::sleep(Duration::from_micros(200));
+        }
         kill(child.id() as i32, libc::SIGINT);
         let start = Instant::now();
         let (status, err) = wait_child(child);
-        assert!(!status.success(), "{delay_ms} ms: {status} {err}");
-        assert!(start.elapsed() < Duration::from_secs(15), "{delay_ms} ms");
-        // Killed by the signal before main blocked it, or the one-line
-        // report: either way nothing is mounted.
-        if status.code().is_some() {
-            assert!(
-                one_line(&err).contains("interrupted"),
-                "{delay_ms} ms: {err}"
-            );
-        }
-        assert!(!is_mounted(&s.mnt), "{delay_ms} ms: still mounted");
+        assert!(!status.success(), "round {round}: {status} {err}");
+        assert!(start.elapsed() < Duration::from_secs(15), "round {round}");
+        assert!(
+            one_line(&err).contains("interrupted"),
+            "round {round}: {err}"
+        );
+        assert!(!is_mounted(&s.mnt), "round {round}: still mounted");
         wait_released(&s.image);
     }
     // And the image is intact.
