@@ -11,7 +11,8 @@
 //! (background flush interval, default 5, 0 = off), `allow_other`,
 //! `default_permissions`, `writeback_cache` (weaker crash semantics),
 //! `direct_io` (every open bypasses the page cache, as with O_DIRECT),
-//! `stats_file=PATH`, `fsname=NAME`; the generic flags `dev`, `nodev`,
+//! `stats_file=PATH`, `log=PATH` (the log goes there instead of stderr,
+//! or syslog in the background), `fsname=NAME`; the generic flags `dev`, `nodev`,
 //! `suid`, `nosuid`, `exec`, `noexec`, `atime`, `noatime` go to the
 //! kernel; `relatime`, `_netdev`, `nofail`, `defaults`, `auto`, `noauto`,
 //! `user`, `nouser`, `x-*` and the like are accepted and ignored.
@@ -40,7 +41,8 @@ struct Cli {
     mountpoint: PathBuf,
     /// Mount options, comma-separated (repeatable): ro, rw, sync,
     /// commit=SECONDS, allow_other, default_permissions, writeback_cache,
-    /// direct_io, stats_file=PATH, fsname=NAME, and the generic mount options.
+    /// direct_io, stats_file=PATH, log=PATH, fsname=NAME, and the generic
+    /// mount options.
     #[arg(short = 'o', value_name = "OPTIONS", action = clap::ArgAction::Append)]
     options: Vec<String>,
     /// Stay in the foreground.
@@ -94,16 +96,17 @@ fn main() {
         Ok(cfg) => cfg,
         Err(e) => fail(e),
     };
-    let level = if cli.debug { "debug" } else { "warn" };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
-        .format_timestamp_millis()
-        .init();
     let device = absolute(&cli.device);
     let mountpoint = absolute(&cli.mountpoint);
     if let Some(p) = &cfg.stats_file {
         cfg.stats_file = Some(absolute(p));
     }
-    if cli.foreground || cli.debug {
+    if let Some(p) = &cfg.log_file {
+        cfg.log_file = Some(absolute(p));
+    }
+    let foreground = cli.foreground || cli.debug;
+    init_logging(cli.debug, cfg.log_file.as_deref(), foreground).unwrap_or_else(|e| fail(e));
+    if foreground {
         let d = daemon::mount(&device, &mountpoint, &cfg).unwrap_or_else(|e| fail(e));
         match d.serve() {
             Ok(()) => exit(0),
@@ -113,8 +116,75 @@ fn main() {
     daemonize(&device, &mountpoint, &cfg);
 }
 
+/// Sets up the log: level `warn` (`-d`: `debug`; `RUST_LOG` overrides,
+/// with env_logger's syntax), written to `-o log=PATH` (appended, created
+/// if missing) if given, else to stderr in the foreground and to syslog
+/// (facility daemon, ident `atomfs`, with the pid) in the background, where
+/// stderr is /dev/null.
+fn init_logging(debug: bool, file: Option<&Path>, foreground: bool) -> Result<(), String> {
+    let level = if debug { "debug" } else { "warn" };
+    let mut builder =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level));
+    builder.format_timestamp_millis();
+    if let Some(path) = file {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| format!("{}: cannot open the log: {e}", path.display()))?;
+        builder.target(env_logger::Target::Pipe(Box::new(f)));
+    } else if !foreground {
+        let inner = builder.build();
+        log::set_max_level(inner.filter());
+        // SAFETY: a static ident; openlog keeps the pointer.
+        unsafe { libc::openlog(c"atomfs".as_ptr(), libc::LOG_PID, libc::LOG_DAEMON) };
+        return log::set_boxed_logger(Box::new(Syslog { inner }))
+            .map_err(|e| format!("cannot set up logging: {e}"));
+    }
+    builder
+        .try_init()
+        .map_err(|e| format!("cannot set up logging: {e}"))
+}
+
+/// The background daemon's logger: env_logger's filter, syslog's output.
+struct Syslog {
+    inner: env_logger::Logger,
+}
+
+impl log::Log for Syslog {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        self.inner.enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record) {
+        if !self.inner.matches(record) {
+            return;
+        }
+        let priority = match record.level() {
+            log::Level::Error => libc::LOG_ERR,
+            log::Level::Warn => libc::LOG_WARNING,
+            log::Level::Info => libc::LOG_INFO,
+            log::Level::Debug | log::Level::Trace => libc::LOG_DEBUG,
+        };
+        let msg = format!("{}: {}", record.target(), record.args()).replace('\0', " ");
+        let Ok(msg) = std::ffi::CString::new(msg) else {
+            return;
+        };
+        // SAFETY: constant format string and a valid C string argument.
+        unsafe { libc::syslog(priority, c"%s".as_ptr(), msg.as_ptr()) };
+    }
+
+    fn flush(&self) {}
+}
+
 /// Forks; the child mounts and reports through a pipe, then serves; the
 /// parent waits for the report and exits with it.
+///
+/// The stop signals are blocked (see `block_stop_signals`), so the parent
+/// takes them through a signalfd while it waits: Ctrl-C (or SIGTERM,
+/// SIGHUP) is passed on to the child as SIGTERM, which unmounts as soon as
+/// the mount is up (a mount half set up is never left behind); the parent
+/// then waits for the child to exit and fails with "interrupted".
 fn daemonize(device: &Path, mountpoint: &Path, cfg: &options::MountConfig) -> ! {
     let mut fds = [0; 2];
     // SAFETY: pipe2 fills two descriptors we then own.
@@ -133,8 +203,19 @@ fn daemonize(device: &Path, mountpoint: &Path, cfg: &options::MountConfig) -> ! 
     }
     if pid > 0 {
         drop(wr);
-        let mut report = String::new();
-        let _ = std::fs::File::from(rd).read_to_string(&mut report);
+        let (report, interrupted) = wait_for_report(rd, pid);
+        if interrupted {
+            let mut status = 0;
+            // SAFETY: waiting for our own child, which unmounts and exits.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            if let Some(msg) = report.strip_prefix("ERR ") {
+                fail(msg);
+            }
+            fail(format!(
+                "{}: interrupted; not mounted",
+                mountpoint.display()
+            ));
+        }
         if report == "OK" {
             exit(0);
         }
@@ -167,23 +248,77 @@ fn daemonize(device: &Path, mountpoint: &Path, cfg: &options::MountConfig) -> ! 
     match d.serve() {
         Ok(()) => exit(0),
         Err(e) => {
-            syslog_error(&e);
+            // A detached daemon has no stderr: the log (syslog or log=)
+            // keeps an error at exit (a failed final flush).
+            log::error!("atomfs: {e}");
             exit(1)
         }
     }
 }
 
-/// A detached daemon has no stderr; an error at exit (a failed final
-/// flush) goes to syslog so it is not lost.
-fn syslog_error(msg: &str) {
-    let Ok(msg) = std::ffi::CString::new(format!("atomfs: {msg}")) else {
-        return;
-    };
-    // SAFETY: constant format string and a valid C string argument.
+/// The parent's wait for the child's report (`OK` or `ERR ...`, then EOF),
+/// forwarding a stop signal to the child as SIGTERM. Returns the report and
+/// whether a signal came.
+fn wait_for_report(rd: OwnedFd, child: libc::pid_t) -> (String, bool) {
+    use std::os::fd::AsRawFd;
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: plain sigset manipulation on a local.
     unsafe {
-        libc::openlog(c"atomfs".as_ptr(), libc::LOG_PID, libc::LOG_DAEMON);
-        libc::syslog(libc::LOG_ERR, c"%s".as_ptr(), msg.as_ptr());
+        libc::sigemptyset(&mut set);
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut set, sig);
+        }
     }
+    // The signals are blocked in this thread (block_stop_signals), so they
+    // queue for the signalfd, including any that came before it existed.
+    // SAFETY: a new descriptor, owned below.
+    let sfd = unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC) };
+    let sfd = (sfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(sfd) });
+    let mut pipe = std::fs::File::from(rd);
+    let mut report = Vec::new();
+    let mut interrupted = false;
+    loop {
+        let mut fds = [
+            libc::pollfd {
+                fd: pipe.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: sfd.as_ref().map_or(-1, |f| f.as_raw_fd()),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: two valid pollfd entries (a negative fd is ignored).
+        if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            let _ = pipe.read_to_end(&mut report);
+            break;
+        }
+        if fds[1].revents & libc::POLLIN != 0 {
+            if let Some(f) = &sfd {
+                let mut info = [0u8; std::mem::size_of::<libc::signalfd_siginfo>()];
+                // SAFETY: reading one siginfo record into a buffer of its size.
+                let _ = unsafe { libc::read(f.as_raw_fd(), info.as_mut_ptr().cast(), info.len()) };
+            }
+            if !interrupted {
+                interrupted = true;
+                // SAFETY: signalling our own child.
+                unsafe { libc::kill(child, libc::SIGTERM) };
+            }
+        }
+        if fds[0].revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+            let mut buf = [0u8; 4096];
+            match pipe.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => report.extend_from_slice(&buf[..n]),
+            }
+        }
+    }
+    (String::from_utf8_lossy(&report).into_owned(), interrupted)
 }
 
 /// Points stdin, stdout and stderr at /dev/null so the daemon holds no

@@ -12,7 +12,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -52,10 +52,6 @@ impl<M: Media> CountingMedia<M> {
     /// Media flushes so far.
     pub fn flushes(&self) -> u64 {
         self.flushes.load(Ordering::Relaxed)
-    }
-
-    pub fn into_inner(self) -> M {
-        self.inner
     }
 }
 
@@ -145,30 +141,27 @@ fn worker_threads() -> usize {
         * 2
 }
 
-/// Opens `device`, checks it, and mounts it on `mountpoint`. Returns when
-/// the mount is usable. Errors are one line, `PATH: cause`.
-pub fn mount(device: &Path, mountpoint: &Path, cfg: &MountConfig) -> Result<Daemon, String> {
-    match std::fs::metadata(mountpoint) {
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => return Err(format!("{}: not a directory", mountpoint.display())),
-        Err(e) => return Err(format!("{}: {}", mountpoint.display(), io_cause(&e))),
-    }
-    let media = FileMedia::open_with(
-        device,
-        &FileMediaOptions {
-            read_only: cfg.read_only,
-            ..FileMediaOptions::default()
-        },
-    )
-    .map_err(|e| e.to_string())?;
-    let dev = open_checked(CountingMedia::new(media), device, cfg.read_only)?;
-    let opts = MountOptions {
+/// The core's mount options for `cfg`.
+pub fn core_options(cfg: &MountConfig) -> MountOptions {
+    MountOptions {
         read_only: cfg.read_only,
         sync: cfg.sync,
         ..MountOptions::default()
-    };
-    let fs = Arc::new(Fs::mount(dev, &opts).map_err(|e| format!("{}: {e}", device.display()))?);
+    }
+}
 
+/// Mounts `fs` on `mountpoint` through FUSE as `cfg` asks of the adapter
+/// and the kernel (kernel mount options, who may enter, caching, worker
+/// threads, one `/dev/fuse` clone per worker) and returns once the kernel
+/// has finished INIT. `source` is what /proc/mounts shows unless `fsname=`
+/// says otherwise. [`mount`] uses it, and so does any other daemon (the
+/// crash tests' recording one) that must behave exactly as `atomfs`.
+pub fn fuse_session<D: AtomicDevice + 'static>(
+    fs: Arc<Fs<D>>,
+    source: &Path,
+    mountpoint: &Path,
+    cfg: &MountConfig,
+) -> Result<Session<AtomFuse<D>>, String> {
     let fuse_cfg = FuseConfig {
         writeback_cache: cfg.writeback_cache,
         direct_io: cfg.direct_io,
@@ -178,7 +171,7 @@ pub fn mount(device: &Path, mountpoint: &Path, cfg: &MountConfig) -> Result<Daem
         MountOption::FSName(
             cfg.fsname
                 .clone()
-                .unwrap_or_else(|| device.display().to_string()),
+                .unwrap_or_else(|| source.display().to_string()),
         ),
         // The kernel takes `subtype` itself, so /proc/mounts says
         // `fuse.atomfs` and `umount`/`mount -t fuse.atomfs` match it.
@@ -200,8 +193,50 @@ pub fn mount(device: &Path, mountpoint: &Path, cfg: &MountConfig) -> Result<Daem
     };
     config.n_threads = Some(worker_threads());
     config.clone_fd = true;
-    let session = Session::new(AtomFuse::new(fs.clone(), fuse_cfg), mountpoint, &config)
-        .map_err(|e| format!("{}: cannot mount: {}", mountpoint.display(), io_cause(&e)))?;
+    Session::new(AtomFuse::new(fs, fuse_cfg), mountpoint, &config)
+        .map_err(|e| format!("{}: cannot mount: {}", mountpoint.display(), io_cause(&e)))
+}
+
+/// Serves `session` until the kernel ends the connection (unmount).
+///
+/// fuser takes only ENODEV from `/dev/fuse` as the end; but a worker that
+/// is copying a request out when the unmount aborts the connection gets
+/// ECONNABORTED instead (`fuse_dev_do_read`: the processing queue is
+/// already disconnected), which fuser returns as the session's error. It
+/// is the same end of the connection, seen a moment earlier, so it is not
+/// reported as a failure (what was flushed and closed after it is
+/// unaffected: that is the caller's business).
+pub fn run_session<FS: fuser::Filesystem>(session: Session<FS>) -> io::Result<()> {
+    match session.run() {
+        Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => {
+            log::debug!("atomfs: the connection ended while a request was being read");
+            Ok(())
+        }
+        res => res,
+    }
+}
+
+/// Opens `device`, checks it, and mounts it on `mountpoint`. Returns when
+/// the mount is usable. Errors are one line, `PATH: cause`.
+pub fn mount(device: &Path, mountpoint: &Path, cfg: &MountConfig) -> Result<Daemon, String> {
+    match std::fs::metadata(mountpoint) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(format!("{}: not a directory", mountpoint.display())),
+        Err(e) => return Err(format!("{}: {}", mountpoint.display(), io_cause(&e))),
+    }
+    let media = FileMedia::open_with(
+        device,
+        &FileMediaOptions {
+            read_only: cfg.read_only,
+            ..FileMediaOptions::default()
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let dev = open_checked(CountingMedia::new(media), device, cfg.read_only)?;
+    let fs = Arc::new(
+        Fs::mount(dev, &core_options(cfg)).map_err(|e| format!("{}: {e}", device.display()))?,
+    );
+    let session = fuse_session(fs.clone(), device, mountpoint, cfg)?;
     let at_mount = fs.device().stats();
     Ok(Daemon {
         fs,
@@ -259,11 +294,6 @@ fn lazy_unmount(mountpoint: &Path) -> io::Result<()> {
 }
 
 impl Daemon {
-    /// The file system being served.
-    pub fn fs(&self) -> &Arc<DaemonFs> {
-        &self.fs
-    }
-
     /// Serves until the file system is unmounted (umount, fusermount -u)
     /// or a stop signal arrives (which unmounts it), then flushes, closes
     /// the device and writes the stats file. Errors are one line.
@@ -278,7 +308,8 @@ impl Daemon {
         } = self;
         block_stop_signals();
         let mut unmounter = session.unmount_callable();
-        let weak = Arc::downgrade(&fs);
+        let shared = Arc::new(Shared::new(&fs));
+        let helper = shared.clone();
         let mnt = mountpoint.clone();
         std::thread::Builder::new()
             .name("atomfs-signals".into())
@@ -295,24 +326,61 @@ impl Daemon {
                     if let Err(e) = lazy_unmount(&mnt) {
                         log::error!("atomfs: {}: detach failed: {e}", mnt.display());
                     }
-                    if let Some(fs) = weak.upgrade() {
-                        let _ = fs.sync();
-                    }
+                    helper.with(|fs| {
+                        if let Err(e) = fs.sync() {
+                            log::error!("atomfs: flush after the signal failed: {e}");
+                        }
+                    });
                 }
             })
             .map_err(|e| format!("{}: cannot start a thread: {e}", device.display()))?;
 
         let committer = match cfg.commit {
-            Some(every) if !cfg.read_only && !cfg.sync => Some(Committer::start(&fs, every)),
+            Some(every) if !cfg.read_only && !cfg.sync => Some(Committer::start(&shared, every)),
             _ => None,
         };
-        let served = session.run();
+        let served = run_session(session);
         if let Some(c) = committer {
             c.stop();
         }
+        // From here no helper thread can hold the file system.
+        shared.close();
         let closed = finish(fs, &device, &cfg, at_mount);
         served.map_err(|e| format!("{}: FUSE session failed: {e}", mountpoint.display()))?;
         closed
+    }
+}
+
+/// The file system as the helper threads (signals, `commit=`) reach it: a
+/// weak reference upgraded only under the lock, for the length of one call.
+/// [`Shared::close`] takes the lock, so it waits for a flush in progress,
+/// and clears the reference: after it, the session's end leaves `serve` the
+/// only owner, and [`finish`] can always unmount and close (the close
+/// writes the checkpoint that makes the next mount need no recovery). A
+/// plain `Weak::upgrade` in a helper raced with `finish` (SIGTERM on a busy
+/// mount: the signal thread's flush still held a reference when the last
+/// file was closed, and the close checkpoint was lost).
+struct Shared {
+    fs: Mutex<Weak<DaemonFs>>,
+}
+
+impl Shared {
+    fn new(fs: &Arc<DaemonFs>) -> Shared {
+        Shared {
+            fs: Mutex::new(Arc::downgrade(fs)),
+        }
+    }
+
+    /// Runs `f` on the file system unless it is closed.
+    fn with<R>(&self, f: impl FnOnce(&DaemonFs) -> R) -> Option<R> {
+        let weak = self.fs.lock().unwrap_or_else(|e| e.into_inner());
+        let fs = weak.upgrade()?;
+        Some(f(&fs))
+    }
+
+    /// Waits for a call in progress, then refuses every later one.
+    fn close(&self) {
+        *self.fs.lock().unwrap_or_else(|e| e.into_inner()) = Weak::new();
     }
 }
 
@@ -324,17 +392,21 @@ struct Committer {
 }
 
 impl Committer {
-    fn start(fs: &Arc<DaemonFs>, every: Duration) -> Committer {
+    fn start(shared: &Arc<Shared>, every: Duration) -> Committer {
         let (stop, rx) = mpsc::channel::<()>();
-        let weak: Weak<DaemonFs> = Arc::downgrade(fs);
+        let shared = shared.clone();
         let thread = std::thread::Builder::new()
             .name("atomfs-commit".into())
             .spawn(move || loop {
                 match rx.recv_timeout(every) {
                     Err(RecvTimeoutError::Timeout) => {
-                        let Some(fs) = weak.upgrade() else { return };
-                        if let Err(e) = fs.sync() {
-                            log::error!("atomfs: periodic flush failed: {e}");
+                        let flushed = shared.with(|fs| {
+                            if let Err(e) = fs.sync() {
+                                log::error!("atomfs: periodic flush failed: {e}");
+                            }
+                        });
+                        if flushed.is_none() {
+                            return;
                         }
                     }
                     _ => return,
@@ -359,8 +431,18 @@ fn finish(
 ) -> Result<(), String> {
     let name = device.display();
     let fs = Arc::try_unwrap(fs).map_err(|fs| {
-        let _ = fs.sync();
-        format!("{name}: internal error: file system still in use at exit")
+        // Only if the session ended early with a worker thread still
+        // running (fuser returns when one of them panics). Make the image
+        // as clean as a close would, through the shared handle: flush, and
+        // a checkpoint, so the next mount has nothing to recover.
+        if let Err(e) = fs.sync().map_err(|e| e.to_string()).and_then(|()| {
+            fs.device()
+                .checkpoint()
+                .map_err(|e| e.to_string())
+        }) {
+            log::error!("atomfs: {name}: final flush failed: {e}");
+        }
+        format!("{name}: internal error: file system still in use at exit (flushed and checkpointed, not closed)")
     })?;
     let dev = fs
         .unmount()

@@ -28,7 +28,6 @@ pub mod options;
 
 use std::ffi::OsStr;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -40,7 +39,7 @@ use fuser::{
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use crate::core::types::{Ctx, FileAttr, FileKind, SetAttr, TimeSet, Timespec, Whence};
+use crate::core::types::{Ctx, DirEntry, FileAttr, FileKind, SetAttr, TimeSet, Timespec, Whence};
 use crate::errno::Errno;
 use crate::Fs;
 
@@ -57,8 +56,11 @@ pub struct FuseConfig {
     /// and write goes to the daemon with the caller's offset and length.
     pub direct_io: bool,
     /// Largest WRITE the kernel may send; `None` = as large as one device
-    /// request can hold (capped at 4 MiB; the kernel caps it further at
-    /// `fs.fuse.max_pages_limit`, 1 MiB by default).
+    /// request can hold, capped at 4 MiB. fuser 0.18 accepts up to 16 MiB
+    /// and derives INIT's `max_pages` from it (rounded up to pages); the
+    /// kernel clamps `max_pages` to `fs.fuse.max_pages_limit` (256 pages,
+    /// 1 MiB, by default), and a WRITE is at most `max_pages` pages, so
+    /// that sysctl, not this value, is usually the limit.
     pub max_write: Option<u32>,
 }
 
@@ -78,32 +80,26 @@ impl Default for FuseConfig {
 pub struct AtomFuse<D: AtomicDevice> {
     fs: Arc<Fs<D>>,
     cfg: FuseConfig,
-    /// Whether the kernel granted the writeback cache at INIT.
-    writeback: AtomicBool,
 }
 
 impl<D: AtomicDevice> AtomFuse<D> {
     pub fn new(fs: Arc<Fs<D>>, cfg: FuseConfig) -> Self {
-        AtomFuse {
-            fs,
-            cfg,
-            writeback: AtomicBool::new(false),
-        }
+        AtomFuse { fs, cfg }
     }
 
-    /// The core underneath.
-    pub fn fs(&self) -> &Arc<Fs<D>> {
-        &self.fs
-    }
-
-    /// The largest write that still fits in one device request (with the
-    /// inode sector), so the kernel never sends a WRITE the core would
-    /// have to cut short: a short WRITE from page-cache writeback (mmap) is
-    /// treated as an error by the kernel.
+    /// The largest WRITE that always fits in one device request, so the
+    /// kernel never sends one the core would have to cut short. That
+    /// matters for page-cache writeback (mmap, `writeback_cache`): the
+    /// kernel does not check the count such a WRITE returns
+    /// (`fuse_writepage_end` looks only at the error), so the rest would
+    /// be lost silently; a `write(2)` would merely return short. The core
+    /// needs one sector for the inode and writes whole sectors, so an
+    /// unaligned WRITE covers one sector more than its length: two
+    /// sectors are kept free, not one.
     fn max_write(&self) -> u32 {
         let geo = self.fs.device().geometry();
         let ss = u64::from(geo.sector_size);
-        let fits = geo.max_request_bytes.saturating_sub(ss) / 4096 * 4096;
+        let fits = geo.max_request_bytes.saturating_sub(2 * ss) / 4096 * 4096;
         let want = self
             .cfg
             .max_write
@@ -137,13 +133,41 @@ fn errno(e: Errno) -> fuser::Errno {
     fuser::Errno::from_i32(e.0)
 }
 
+/// The largest nanosecond field of a valid time.
+const MAX_NSEC: u32 = 999_999_999;
+
+/// A stored time as a `SystemTime` for fuser, which encodes it back to the
+/// kernel's `(sec, nsec)` exactly (and saturates beyond `i64` seconds).
+///
+/// Never panics: every `i64` second is representable on Linux (`SystemTime`
+/// is a `timespec` there), and a nanosecond field out of range (only a
+/// damaged inode can hold one) is clamped to 999,999,999 rather than
+/// carried into the seconds, which would overflow at `i64::MAX`.
 fn to_system_time(t: Timespec) -> SystemTime {
-    if t.sec >= 0 {
-        UNIX_EPOCH + Duration::new(t.sec as u64, t.nsec)
+    let nsec = Duration::from_nanos(u64::from(t.nsec.min(MAX_NSEC)));
+    let at = if t.sec >= 0 {
+        UNIX_EPOCH.checked_add(Duration::from_secs(t.sec as u64))
     } else {
         // sec is negative, nsec counts forward from it.
-        UNIX_EPOCH - Duration::from_secs(t.sec.unsigned_abs()) + Duration::from_nanos(t.nsec.into())
-    }
+        UNIX_EPOCH.checked_sub(Duration::from_secs(t.sec.unsigned_abs()))
+    };
+    // Unreachable on Linux; saturate rather than panic elsewhere.
+    let at = at.unwrap_or(if t.sec >= 0 { far_future() } else { far_past() });
+    at.checked_add(nsec).unwrap_or(at)
+}
+
+/// The latest `SystemTime`: `(i64::MAX, 999_999_999)`.
+fn far_future() -> SystemTime {
+    UNIX_EPOCH
+        .checked_add(Duration::new(i64::MAX as u64, MAX_NSEC))
+        .unwrap_or(UNIX_EPOCH)
+}
+
+/// The earliest `SystemTime`: `(i64::MIN, 0)`.
+fn far_past() -> SystemTime {
+    UNIX_EPOCH
+        .checked_sub(Duration::from_secs(i64::MIN.unsigned_abs()))
+        .unwrap_or(UNIX_EPOCH)
 }
 
 /// A time the kernel sent (SETATTR) back to the kernel's `(sec, nsec)`.
@@ -152,12 +176,24 @@ fn to_system_time(t: Timespec) -> SystemTime {
 /// (`fuser::time::system_time_from_time`, marked TODO there) rather than
 /// `sec` plus `nsec` forward, so the exact inverse of that encoding is
 /// taken here: the kernel's (-1 s, 500 ns) must be stored as (-1, 500).
+///
+/// Saturates instead of overflowing: a duration of 2^63 s before the
+/// epoch (what a release build of fuser makes of the kernel's `i64::MIN`
+/// seconds, by wrapping negation) is stored as `i64::MIN`, and anything
+/// beyond `i64` seconds either way as the extremes.
 fn to_timespec(t: SystemTime) -> Timespec {
     match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => Timespec::new(d.as_secs() as i64, d.subsec_nanos()),
+        Ok(d) => match i64::try_from(d.as_secs()) {
+            Ok(sec) => Timespec::new(sec, d.subsec_nanos()),
+            Err(_) => Timespec::new(i64::MAX, MAX_NSEC),
+        },
         Err(e) => {
             let d = e.duration();
-            Timespec::new(-(d.as_secs() as i64), d.subsec_nanos())
+            match i64::try_from(d.as_secs()) {
+                Ok(sec) => Timespec::new(-sec, d.subsec_nanos()),
+                // 2^63 s before the epoch (i64::MIN) or earlier.
+                Err(_) => Timespec::new(i64::MIN, 0),
+            }
         }
     }
 }
@@ -205,9 +241,15 @@ pub fn to_fuser_attr(a: &FileAttr) -> fuser::FileAttr {
 /// The supplementary groups of task `pid`, from `/proc/PID/status`.
 ///
 /// FUSE requests carry only the caller's uid, gid and pid; the groups are
-/// needed for permission checks on group-owned files. A task that has
-/// already exited yields no groups (the check then uses the primary gid
-/// alone, which can only deny, never wrongly allow).
+/// needed for permission checks on group-owned files. The pid is the
+/// calling *thread's* id as the daemon's pid namespace sees it (0 when
+/// the caller is outside it or the kernel makes the request on its own),
+/// and `/proc/TID/status` gives that thread's groups. It cannot name
+/// another task: the requests that need groups are synchronous, and once
+/// the daemon has read one the kernel waits for the reply uninterruptibly
+/// (even on SIGKILL), so the caller cannot exit and its pid cannot be
+/// reused before we answer. If the file cannot be read, the result is no
+/// groups: the check uses the primary gid alone, which can only deny.
 pub fn proc_groups(pid: u32) -> Vec<u32> {
     let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
         return Vec::new();
@@ -223,23 +265,32 @@ pub fn proc_groups(pid: u32) -> Vec<u32> {
         .unwrap_or_default()
 }
 
-/// The caller's credentials. The kernel has already applied the umask to
-/// the modes it sends (fuser does not ask for `FUSE_DONT_MASK`), so the
-/// core gets umask 0.
+/// The caller's credentials, with the supplementary groups, for the core
+/// calls whose permission checks may ask for group membership (lookup,
+/// open, create, rename, setattr, access, xattrs...). The kernel has
+/// already applied the umask to the modes it sends (fuser does not ask for
+/// `FUSE_DONT_MASK`), so the core gets umask 0.
 fn ctx(req: &Request) -> Ctx {
-    let (uid, gid, pid) = (req.uid(), req.gid(), req.pid());
-    // Root passes every check without groups; pid 0 is the kernel itself
-    // (writeback), which has no /proc entry.
-    let groups = if uid == 0 || pid == 0 {
-        Vec::new()
-    } else {
-        proc_groups(pid)
-    };
+    let mut ctx = ctx_without_groups(req);
+    // Root passes every check without groups; pid 0 is a request the
+    // kernel makes on its own (writeback) or a caller outside the daemon's
+    // pid namespace: no /proc entry to ask.
+    if ctx.uid != 0 && ctx.pid != 0 {
+        ctx.groups = proc_groups(ctx.pid);
+    }
+    ctx
+}
+
+/// The caller's uid, gid and pid only, for the core calls that never look
+/// at groups (write, fallocate, readdir: permission was checked at open,
+/// and the core asks only whether the caller is root), so they pay no
+/// `/proc` read.
+fn ctx_without_groups(req: &Request) -> Ctx {
     Ctx {
-        uid,
-        gid,
-        groups,
-        pid,
+        uid: req.uid(),
+        gid: req.gid(),
+        groups: Vec::new(),
+        pid: req.pid(),
         umask: 0,
     }
 }
@@ -261,6 +312,18 @@ impl<D: AtomicDevice + 'static> fuser::Filesystem for AtomFuse<D> {
         if self.cfg.writeback_cache {
             want |= InitFlags::FUSE_WRITEBACK_CACHE;
         }
+        // The core clears setuid (and setgid with group-exec) itself on a
+        // write, truncate or chown by anyone but root, as Linux does. Said
+        // so here, the kernel stops sending its own SETATTR(mode) for that
+        // on write, which the core refuses (EPERM) when the writer is not
+        // the owner. V2 when offered: with it the kernel also writes
+        // through its writeback cache to a set-id file, so the write
+        // arrives as the writer, not as the kernel's flusher (uid 0).
+        want |= if caps.contains(InitFlags::FUSE_HANDLE_KILLPRIV_V2) {
+            InitFlags::FUSE_HANDLE_KILLPRIV_V2
+        } else {
+            InitFlags::FUSE_HANDLE_KILLPRIV
+        };
         let granted = want & caps;
         if let Err(missing) = config.add_capabilities(granted) {
             log::warn!("atomfs: kernel refused FUSE capabilities {missing:?}");
@@ -268,19 +331,12 @@ impl<D: AtomicDevice + 'static> fuser::Filesystem for AtomFuse<D> {
         if self.cfg.writeback_cache && !granted.contains(InitFlags::FUSE_WRITEBACK_CACHE) {
             log::warn!("atomfs: the kernel does not offer writeback_cache; staying write-through");
         }
-        self.writeback.store(
-            granted.contains(InitFlags::FUSE_WRITEBACK_CACHE),
-            Ordering::Relaxed,
-        );
         let max_write = self.max_write();
         if let Err(nearest) = config.set_max_write(max_write) {
             let _ = config.set_max_write(nearest);
         }
         let _ = config.set_max_background(64);
-        log::debug!(
-            "atomfs: FUSE init: capabilities {granted:?}, max_write {max_write}, writeback {}",
-            self.writeback.load(Ordering::Relaxed)
-        );
+        log::debug!("atomfs: FUSE init: capabilities {granted:?}, max_write {max_write}");
         Ok(())
     }
 
@@ -529,7 +585,10 @@ impl<D: AtomicDevice + 'static> fuser::Filesystem for AtomFuse<D> {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.fs.write(&ctx(req), ino.0, offset, data, false) {
+        match self
+            .fs
+            .write(&ctx_without_groups(req), ino.0, offset, data, false)
+        {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(errno(e)),
         }
@@ -594,20 +653,19 @@ impl<D: AtomicDevice + 'static> fuser::Filesystem for AtomFuse<D> {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let res = self.fs.readdir(&ctx(req), ino.0, offset, |e| {
-            reply.add(INodeNo(e.ino), e.offset, to_fuser_kind(e.kind), &e.name)
-        });
+        let res = self
+            .fs
+            .readdir(&ctx_without_groups(req), ino.0, offset, |e| {
+                reply.add(INodeNo(e.ino), e.offset, to_fuser_kind(e.kind), &e.name)
+            });
         match res {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(e)),
         }
     }
 
-    /// Entries with their attributes, so `ls -l` needs no LOOKUP per name.
-    /// The core's readdir holds its lock while it calls back, so the names
-    /// are collected first (a buffer's worth) and their attributes read
-    /// after; an entry whose inode vanished in between is skipped, and the
-    /// next call resumes after the last entry added.
+    /// Entries with their attributes, so `ls -l` needs no LOOKUP per name
+    /// (see [`readdir_plus`]).
     fn readdirplus(
         &self,
         req: &Request,
@@ -616,35 +674,27 @@ impl<D: AtomicDevice + 'static> fuser::Filesystem for AtomFuse<D> {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        // A direntplus record is at least 152 bytes; the kernel asks for a
-        // page or more. Collecting a few too many is harmless.
-        const MAX_BATCH: usize = 64;
-        let mut batch = Vec::new();
-        let res = self.fs.readdir(&ctx(req), ino.0, offset, |e| {
-            batch.push(e.clone());
-            batch.len() >= MAX_BATCH
-        });
-        if let Err(e) = res {
-            reply.error(errno(e));
-            return;
+        let res = readdir_plus(
+            &self.fs,
+            &ctx_without_groups(req),
+            ino.0,
+            offset,
+            |_| {},
+            |e, attr| {
+                reply.add(
+                    INodeNo(e.ino),
+                    e.offset,
+                    &e.name,
+                    &self.cfg.attr_ttl,
+                    &to_fuser_attr(attr),
+                    Generation(attr.generation),
+                )
+            },
+        );
+        match res {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
         }
-        for e in batch {
-            let Ok(attr) = self.fs.getattr(e.ino) else {
-                continue;
-            };
-            let full = reply.add(
-                INodeNo(e.ino),
-                e.offset,
-                &e.name,
-                &self.cfg.attr_ttl,
-                &to_fuser_attr(&attr),
-                Generation(attr.generation),
-            );
-            if full {
-                break;
-            }
-        }
-        reply.ok();
     }
 
     fn releasedir(
@@ -768,7 +818,7 @@ impl<D: AtomicDevice + 'static> fuser::Filesystem for AtomFuse<D> {
         // in the core; other modes are EOPNOTSUPP there.
         match self
             .fs
-            .fallocate(&ctx(req), ino.0, offset, length, mode as u32)
+            .fallocate(&ctx_without_groups(req), ino.0, offset, length, mode as u32)
         {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(e)),
@@ -836,13 +886,73 @@ impl<D: AtomicDevice + 'static> fuser::Filesystem for AtomFuse<D> {
             reply.written(0);
             return;
         }
-        match self
-            .fs
-            .write(&ctx(req), ino_out.0, offset_out, &data, false)
-        {
+        match self.fs.write(
+            &ctx_without_groups(req),
+            ino_out.0,
+            offset_out,
+            &data,
+            false,
+        ) {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(errno(e)),
         }
+    }
+}
+
+/// The listing behind READDIRPLUS: each entry of directory `ino` after
+/// cookie `offset`, with its attributes, handed to `add` until it returns
+/// true ("reply full", that entry not taken) or the directory ends.
+///
+/// The core's readdir holds its lock while it calls back, so names are
+/// collected a batch at a time and their attributes read after (`batch`
+/// sees each batch in between; tests use it to change the directory
+/// there). An entry whose inode is gone by then (ENOENT: removed in
+/// between) is left out, as if the removal had come first; if a whole
+/// batch went that way, the listing goes on from the batch's last cookie
+/// rather than ending (an empty reply is the end of the directory to the
+/// kernel). Any other error ends the reply: with the entries already
+/// added, so the next call starts at the failing entry and reports it, or
+/// as the error itself when there are none.
+fn readdir_plus<D: AtomicDevice>(
+    fs: &Fs<D>,
+    ctx: &Ctx,
+    ino: u64,
+    mut offset: u64,
+    mut batch: impl FnMut(&[DirEntry]),
+    mut add: impl FnMut(&DirEntry, &FileAttr) -> bool,
+) -> crate::Result<()> {
+    // A direntplus record is at least 152 bytes; the kernel asks for a
+    // page or more. Collecting a few too many is harmless.
+    const MAX_BATCH: usize = 64;
+    let mut added = false;
+    loop {
+        let mut names = Vec::new();
+        fs.readdir(ctx, ino, offset, |e| {
+            names.push(e.clone());
+            names.len() >= MAX_BATCH
+        })?;
+        let Some(last) = names.last() else {
+            return Ok(());
+        };
+        let next = last.offset;
+        let more = names.len() >= MAX_BATCH;
+        batch(&names);
+        for e in &names {
+            let attr = match fs.getattr(e.ino) {
+                Ok(attr) => attr,
+                Err(Errno::ENOENT) => continue,
+                Err(_) if added => return Ok(()),
+                Err(err) => return Err(err),
+            };
+            if add(e, &attr) {
+                return Ok(());
+            }
+            added = true;
+        }
+        if !more {
+            return Ok(());
+        }
+        offset = next;
     }
 }
 
@@ -913,6 +1023,202 @@ mod tests {
             };
             assert_eq!(back, (t.sec, t.nsec), "{t:?}");
         }
+    }
+
+    /// Extreme and invalid times convert both ways without a panic, and
+    /// clamp where they must.
+    #[test]
+    fn extreme_times_never_panic() {
+        let enc = |st: SystemTime| match st.duration_since(UNIX_EPOCH) {
+            Ok(d) => (i128::from(d.as_secs()), d.subsec_nanos()),
+            Err(e) => (
+                -i128::from(e.duration().as_secs()),
+                e.duration().subsec_nanos(),
+            ),
+        };
+        // Every i64 second is representable: exact, nanoseconds included.
+        for t in [
+            Timespec::new(i64::MAX, 999_999_999),
+            Timespec::new(i64::MAX, 0),
+            Timespec::new(i64::MIN, 0),
+            Timespec::new(i64::MIN, 999_999_999),
+            Timespec::new(i64::MIN + 1, 1),
+        ] {
+            let st = to_system_time(t);
+            let (sec, nsec) = enc(st);
+            let want = i128::from(t.sec) * 1_000_000_000 + i128::from(t.nsec);
+            let got = sec * 1_000_000_000 + if sec < 0 { -1 } else { 1 } * i128::from(nsec);
+            assert_eq!(got, want, "{t:?}");
+        }
+        // A nanosecond field out of range (a damaged inode) is clamped, never
+        // carried into the seconds.
+        for (sec, nsec) in [
+            (i64::MAX, 1_000_000_000),
+            (5, u32::MAX),
+            (-5, 2_000_000_000),
+        ] {
+            let st = to_system_time(Timespec::new(sec, nsec));
+            let want = i128::from(sec) * 1_000_000_000 + 999_999_999;
+            let (s, n) = enc(st);
+            let got = s * 1_000_000_000 + if s < 0 { -1 } else { 1 } * i128::from(n);
+            assert_eq!(got, want, "({sec}, {nsec})");
+        }
+        // Incoming: the extremes fuser can hand over, and beyond.
+        assert_eq!(
+            to_timespec(as_fuser_decodes(i64::MAX, 999_999_999)),
+            Timespec::new(i64::MAX, 999_999_999)
+        );
+        assert_eq!(
+            to_timespec(as_fuser_decodes(i64::MIN + 1, 999_999_999)),
+            Timespec::new(i64::MIN + 1, 999_999_999)
+        );
+        let at_min = UNIX_EPOCH - Duration::from_secs(1 << 63);
+        assert_eq!(to_timespec(at_min), Timespec::new(i64::MIN, 0));
+        // (Linux's SystemTime ends there: nothing beyond can be built.)
+        assert!(at_min.checked_sub(Duration::from_nanos(1)).is_none());
+    }
+
+    /// A fresh core on a memory device with directory `d` holding `n` files.
+    fn dir_with_files(n: usize) -> (Fs<Arc<atomic_api::MemDevice>>, u64) {
+        let dev = Arc::new(atomic_api::MemDevice::new(512, 1 << 30));
+        Fs::mkfs(&dev, &crate::MkfsOptions::default()).unwrap();
+        let fs = Fs::mount(dev, &crate::MountOptions::default()).unwrap();
+        let root = Ctx::root();
+        let d = fs
+            .mkdir(&root, crate::ROOT_INO, OsStr::new("d"), 0o755)
+            .unwrap()
+            .ino;
+        for i in 0..n {
+            fs.mknod(
+                &root,
+                d,
+                OsStr::new(&format!("f{i:04}")),
+                libc::S_IFREG | 0o644,
+                0,
+            )
+            .unwrap();
+        }
+        (fs, d)
+    }
+
+    /// Everything `readdir_plus` lists from `offset` until the directory ends,
+    /// `per_reply` entries per call (as successive READDIRPLUS requests),
+    /// running `between` on each batch of names it collects.
+    fn list_plus<D: AtomicDevice>(
+        fs: &Fs<D>,
+        d: u64,
+        per_reply: usize,
+        mut between: impl FnMut(&[DirEntry]),
+    ) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut offset = 0;
+        loop {
+            let mut got = Vec::new();
+            readdir_plus(fs, &Ctx::root(), d, offset, &mut between, |e, attr| {
+                if got.len() == per_reply {
+                    return true;
+                }
+                assert_eq!(attr.ino, e.ino);
+                got.push(e.clone());
+                false
+            })
+            .unwrap();
+            let Some(last) = got.last() else {
+                return out;
+            };
+            offset = last.offset;
+            out.extend(got.iter().map(|e| e.name.to_string_lossy().into_owned()));
+        }
+    }
+
+    #[test]
+    fn readdirplus_lists_everything() {
+        let (fs, d) = dir_with_files(300);
+        let names = list_plus(&fs, d, 20, |_| {});
+        assert_eq!(names.len(), 302);
+        let mut files: Vec<_> = names.into_iter().filter(|n| n.starts_with('f')).collect();
+        files.sort();
+        let want: Vec<_> = (0..300).map(|i| format!("f{i:04}")).collect();
+        assert_eq!(files, want);
+    }
+
+    /// Whole batches of names removed between collecting them and reading
+    /// their attributes: the listing goes on with the survivors instead of
+    /// ending early (an empty READDIRPLUS reply is end-of-directory).
+    #[test]
+    fn readdirplus_continues_past_a_removed_batch() {
+        let (fs, d) = dir_with_files(400);
+        let mut calls = 0;
+        let mut removed = std::collections::BTreeSet::new();
+        let names = list_plus(&fs, d, 20, |batch| {
+            calls += 1;
+            // From the second reply on, the first batch each time vanishes
+            // whole (twice), as if another process deleted it meanwhile.
+            if calls == 2 || calls == 4 {
+                for e in batch.iter().filter(|e| e.name != "." && e.name != "..") {
+                    fs.unlink(&Ctx::root(), d, &e.name).unwrap();
+                    removed.insert(e.name.to_string_lossy().into_owned());
+                }
+            }
+        });
+        assert!(removed.len() >= 100, "{} removed", removed.len());
+        let listed: std::collections::BTreeSet<_> = names
+            .iter()
+            .filter(|n| n.starts_with('f'))
+            .cloned()
+            .collect();
+        assert_eq!(listed.len(), names.len() - 2, "each name once");
+        let survivors: std::collections::BTreeSet<_> = (0..400)
+            .map(|i| format!("f{i:04}"))
+            .filter(|n| !removed.contains(n))
+            .collect();
+        assert_eq!(listed, survivors);
+    }
+
+    /// An error other than ENOENT (a damaged inode: EIO) is reported, not
+    /// skipped: the reply ends before that entry, and the next one fails.
+    #[test]
+    fn readdirplus_reports_errors() {
+        let (fs, d) = dir_with_files(3);
+        let bad = fs.lookup(&Ctx::root(), d, OsStr::new("f0001")).unwrap().ino;
+        let dev = fs.unmount().unwrap();
+        let mut garbage = atomic_api::Request::new();
+        garbage.write(
+            Fs::mount(dev.clone(), &crate::MountOptions::default())
+                .unwrap()
+                .layout()
+                .inode_lba(bad),
+            vec![0xab; 512],
+        );
+        dev.submit(garbage).unwrap();
+        // A new mount: nothing cached, the inode is read (and fails) now.
+        let fs = Fs::mount(dev, &crate::MountOptions::default()).unwrap();
+        let mut offset = 0;
+        let mut listed = Vec::new();
+        let err = loop {
+            let mut got = Vec::new();
+            let res = readdir_plus(
+                &fs,
+                &Ctx::root(),
+                d,
+                offset,
+                |_| {},
+                |e, _| {
+                    got.push(e.clone());
+                    false
+                },
+            );
+            listed.extend(got.iter().map(|e| e.name.clone()));
+            match res {
+                Err(e) => break e,
+                Ok(()) => match got.last() {
+                    Some(last) => offset = last.offset,
+                    None => panic!("listing ended without the error: {listed:?}"),
+                },
+            }
+        };
+        assert_eq!(err, Errno::EIO);
+        assert!(!listed.iter().any(|n| n == "f0001"), "{listed:?}");
     }
 
     #[test]

@@ -78,6 +78,9 @@ pub struct MountConfig {
     pub stats_file: Option<PathBuf>,
     /// `fsname=NAME`: the source shown in /proc/mounts (default: the device).
     pub fsname: Option<String>,
+    /// `log=PATH`: append the daemon's log to PATH (created if missing)
+    /// instead of stderr (`-f`) or syslog (in the background).
+    pub log_file: Option<PathBuf>,
     /// Generic VFS flags, each at most once (the last of a pair wins).
     pub vfs_flags: Vec<VfsFlag>,
 }
@@ -97,6 +100,7 @@ impl Default for MountConfig {
             direct_io: false,
             stats_file: None,
             fsname: None,
+            log_file: None,
             vfs_flags: Vec::new(),
         }
     }
@@ -194,6 +198,10 @@ fn apply(cfg: &mut MountConfig, opt: &str) -> Result<(), String> {
             Some(v) if !v.is_empty() => cfg.stats_file = Some(PathBuf::from(v)),
             _ => return Err("option 'stats_file' needs a value: stats_file=PATH".into()),
         },
+        "log" => match value {
+            Some(v) if !v.is_empty() => cfg.log_file = Some(PathBuf::from(v)),
+            _ => return Err("option 'log' needs a value: log=PATH".into()),
+        },
         "fsname" => match value {
             Some(v) if !v.is_empty() => cfg.fsname = Some(v.to_string()),
             _ => return Err("option 'fsname' needs a value: fsname=NAME".into()),
@@ -236,13 +244,14 @@ mod tests {
         let cfg = parse(&[
             "ro,sync,commit=30",
             "allow_other,default_permissions",
-            "writeback_cache,stats_file=/tmp/s.json,direct_io",
+            "writeback_cache,stats_file=/tmp/s.json,direct_io,log=/var/log/a.log",
         ])
         .unwrap();
         assert!(cfg.read_only && cfg.sync && cfg.allow_other && cfg.default_permissions);
         assert!(cfg.writeback_cache && cfg.direct_io);
         assert_eq!(cfg.commit, Some(Duration::from_secs(30)));
         assert_eq!(cfg.stats_file, Some(PathBuf::from("/tmp/s.json")));
+        assert_eq!(cfg.log_file, Some(PathBuf::from("/var/log/a.log")));
         assert_eq!(parse(&["commit=0"]).unwrap().commit, None);
         assert!(!parse(&["ro,rw"]).unwrap().read_only);
     }
@@ -275,6 +284,7 @@ mod tests {
             ("commit=soon", "not a whole number"),
             ("commit=-1", "not a whole number"),
             ("stats_file=", "needs a value"),
+            ("log", "needs a value"),
             ("ro=1", "takes no value"),
             ("direct_io=1", "takes no value"),
             ("subtype=other", "unknown mount option"),

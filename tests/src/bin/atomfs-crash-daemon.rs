@@ -13,20 +13,20 @@
 //! discard and flush to FILE. `daemon::mount` is hard-wired to a plain
 //! `FileMedia`, so this mode builds the session itself from the same
 //! parts: the same option parser, `LogDevice::open` with default options,
-//! `Fs::mount` with the daemon's mount options, the same `AtomFuse`
-//! adapter and FUSE configuration (mount options, worker threads,
-//! `clone_fd`). It serves until unmounted, then unmounts the core (final
-//! flush) and closes the device (its checkpoint), like `serve`. No
-//! `commit=` thread, no stats file and no stop-signal handling: the test
-//! ends it with `umount`.
+//! `Fs::mount` with the daemon's core options (`daemon::core_options`) and
+//! the daemon's own FUSE session setup (`daemon::fuse_session`: adapter,
+//! kernel mount options, ACL, worker threads, `clone_fd`). It serves until
+//! unmounted, then unmounts the core (final flush) and closes the device
+//! (its checkpoint), like `serve`. No `commit=` thread, no stats file and
+//! no stop-signal handling: the test ends it with `umount`.
 
 use std::path::{Path, PathBuf};
 use std::process::exit;
 use std::sync::Arc;
 
 use atomfs::fuse::options::MountConfig;
-use atomfs::fuse::{daemon, options, AtomFuse, FuseConfig};
-use atomfs::{Fs, MountOptions};
+use atomfs::fuse::{daemon, options};
+use atomfs::Fs;
 use atomfs_tests::trace::TraceMedia;
 use blockdev::{FileMedia, FileMediaOptions, LogDevice, OpenOptions};
 
@@ -42,42 +42,12 @@ fn serve_traced(image: &Path, mnt: &Path, cfg: &MountConfig, trace: &Path) -> Re
     let media =
         TraceMedia::create(media, trace).map_err(|e| format!("{}: {e}", trace.display()))?;
     let dev = LogDevice::open(media, &OpenOptions::default()).map_err(|e| e.to_string())?;
-    let opts = MountOptions {
-        read_only: cfg.read_only,
-        sync: cfg.sync,
-        ..MountOptions::default()
-    };
-    let fs =
-        Arc::new(Fs::mount(Arc::new(dev), &opts).map_err(|e| format!("{}: {e}", image.display()))?);
-    let fuse_cfg = FuseConfig {
-        writeback_cache: cfg.writeback_cache,
-        direct_io: cfg.direct_io,
-        ..FuseConfig::default()
-    };
-    let mut mount_options = vec![
-        fuser::MountOption::FSName(image.display().to_string()),
-        fuser::MountOption::CUSTOM("subtype=atomfs".into()),
-    ];
-    if cfg.read_only {
-        mount_options.push(fuser::MountOption::RO);
-    }
-    if cfg.default_permissions {
-        mount_options.push(fuser::MountOption::DefaultPermissions);
-    }
-    mount_options.extend(cfg.vfs_flags.iter().map(|f| f.to_mount_option()));
-    let mut config = fuser::Config::default();
-    config.mount_options = mount_options;
-    config.acl = fuser::SessionACL::Owner;
-    config.n_threads = Some(
-        std::thread::available_parallelism()
-            .map_or(2, |n| n.get())
-            .clamp(2, 8)
-            * 2,
+    let fs = Arc::new(
+        Fs::mount(Arc::new(dev), &daemon::core_options(cfg))
+            .map_err(|e| format!("{}: {e}", image.display()))?,
     );
-    config.clone_fd = true;
-    let session = fuser::Session::new(AtomFuse::new(fs.clone(), fuse_cfg), mnt, &config)
-        .map_err(|e| format!("{}: cannot mount: {e}", mnt.display()))?;
-    let served = session.run();
+    let session = daemon::fuse_session(fs.clone(), image, mnt, cfg)?;
+    let served = daemon::run_session(session);
     let fs = Arc::try_unwrap(fs).map_err(|_| "file system still in use at exit".to_string())?;
     let dev = fs
         .unmount()
