@@ -922,3 +922,47 @@ fn extreme_timestamps_are_stored_without_a_panic() {
     let (status, err) = m.unmount().unwrap();
     assert!(status.success(), "{status} {err}");
 }
+
+/// open(O_RDONLY|O_TRUNC) of a binary that is running fails with ETXTBSY
+/// and leaves it whole; so do O_WRONLY and O_RDWR. (With
+/// FUSE_ATOMIC_O_TRUNC the daemon truncated inside OPEN, before the VFS
+/// refused the call.) Plain O_TRUNC opens still truncate.
+#[test]
+fn failed_truncating_open_of_a_running_binary_keeps_it() {
+    if !fuse_available("failed_truncating_open_of_a_running_binary_keeps_it") {
+        return;
+    }
+    let s = Scratch::new();
+    make_image(&s.image, 64 << 20);
+    let _m = mount_fg(&s.image, &s.mnt, "");
+    let exe = s.path("sleep");
+    fs::copy("/bin/sleep", &exe).unwrap();
+    fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).unwrap();
+    let len = fs::metadata(&exe).unwrap().len();
+    let mut child = std::process::Command::new(&exe).arg("30").spawn().unwrap();
+    // The spawn returns once execve has succeeded (Rust reports exec
+    // failure through a CLOEXEC pipe), so the write denial is in place.
+    for (what, flags) in [
+        ("O_WRONLY", libc::O_WRONLY),
+        ("O_RDWR", libc::O_RDWR),
+        ("O_RDONLY|O_TRUNC", libc::O_RDONLY | libc::O_TRUNC),
+    ] {
+        let c = cstr(&exe);
+        let fd = unsafe { libc::open(c.as_ptr(), flags) };
+        let err = errno();
+        if fd >= 0 {
+            unsafe { libc::close(fd) };
+        }
+        assert_eq!((fd, err), (-1, libc::ETXTBSY), "{what} on a running binary");
+        assert_eq!(fs::metadata(&exe).unwrap().len(), len, "{what} changed it");
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let f = s.path("plain");
+    fs::write(&f, b"some bytes").unwrap();
+    let c = cstr(&f);
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_TRUNC) };
+    assert!(fd >= 0, "O_RDONLY|O_TRUNC: {}", errno());
+    unsafe { libc::close(fd) };
+    assert_eq!(fs::metadata(&f).unwrap().len(), 0);
+}

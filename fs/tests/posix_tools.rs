@@ -34,29 +34,6 @@ const ALLOWED_SKIPS: &[(&str, &str)] = &[
     ),
 ];
 
-/// pjdfstest cases whose outcome the kernel decides without asking the
-/// daemon, and that fail through FUSE on this kernel. A failure of one of
-/// these is printed, not fatal; any other failure fails the test.
-const NOT_DECIDED_BY_ATOMFS: &[(&str, &str)] = &[(
-    "open::etxtbsy",
-    "ETXTBSY comes from the VFS alone (the inode's write count, which exec \
-     denies in do_open_execat; do_dentry_open takes write access before it \
-     calls FUSE OPEN), so atomfs is never consulted for O_WRONLY/O_RDWR. \
-     The test copies `sleep` into the mount, spawns it, and expects ETXTBSY \
-     from open O_WRONLY, O_RDWR and O_RDONLY|O_TRUNC. Not noexec (its guard \
-     would skip), not permissions or allow_other (the spawn succeeds). \
-     Through FUSE on Linux 6.18 the open(O_WRONLY) sometimes succeeds (from \
-     one run in five to every run, with or without default_permissions; \
-     never on ext4); strace showed the spawn returning while the child's \
-     execve was still in progress. The same steps from Python (vfork \
-     Popen and posix_spawn) on an atomfs mount got ETXTBSY 80 times out of \
-     80, so exec does deny writes through FUSE on the same inode; what \
-     differs in pjdfstest's run is not found. Noticed meanwhile: with \
-     FUSE_ATOMIC_O_TRUNC, O_RDONLY|O_TRUNC reaches the daemon (which \
-     truncates) before the VFS's handle_truncate() refuses it with ETXTBSY, \
-     so the running binary is truncated although the call fails",
-)];
-
 /// pjdfstest's configuration: the opt-in features atomfs supports.
 /// `naptime` only has to exceed the timestamp granularity (1 ns here).
 const PJDFSTEST_TOML: &str = r#"
@@ -331,17 +308,13 @@ fn run_pjdfstest(extra_opts: &str) {
     for s in &skipped {
         println!("  skipped: {s}");
     }
-    // Every failure is fatal except the documented kernel/FUSE
-    // discrepancies of NOT_DECIDED_BY_ATOMFS, which are printed.
-    let (known, still_failing): (Vec<&String>, Vec<&String>) = failed
-        .iter()
-        .partition(|case| NOT_DECIDED_BY_ATOMFS.iter().any(|(name, _)| case == name));
-    for case in &known {
-        println!("  FAILED, not decided by atomfs (see NOT_DECIDED_BY_ATOMFS): {case}");
-    }
+    // Every failure is fatal. (open::etxtbsy once failed here: with
+    // FUSE_ATOMIC_O_TRUNC the daemon truncated the running `sleep` inside
+    // OPEN before the VFS refused O_RDONLY|O_TRUNC, so the test's later
+    // steps saw a dead or missing binary; see fs/tests/fuse_posix.rs.)
     assert!(
-        still_failing.is_empty(),
-        "pjdfstest failures on atomfs (-o {opts:?}): {still_failing:#?}\n{summary}\n{}",
+        failed.is_empty(),
+        "pjdfstest failures on atomfs (-o {opts:?}): {failed:#?}\n{summary}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(

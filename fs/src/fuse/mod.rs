@@ -301,9 +301,12 @@ impl<D: AtomicDevice + 'static> fuser::Filesystem for AtomFuse<D> {
         let caps = config.capabilities();
         // Concurrent lookups and readdirs in one directory: the core locks
         // its own state.
+        // Not FUSE_ATOMIC_O_TRUNC: with it O_TRUNC arrives with OPEN, and
+        // the daemon truncates before the VFS's handle_truncate() can
+        // refuse the open (ETXTBSY for O_RDONLY|O_TRUNC on a running
+        // binary), so a failed open destroyed the file. Without it the
+        // kernel sends SETATTR(size 0) only after its own checks.
         let mut want = InitFlags::FUSE_PARALLEL_DIROPS
-            // O_TRUNC arrives with OPEN, so open+truncate is one request.
-            | InitFlags::FUSE_ATOMIC_O_TRUNC
             | InitFlags::FUSE_DO_READDIRPLUS
             | InitFlags::FUSE_READDIRPLUS_AUTO
             | InitFlags::FUSE_MAX_PAGES
