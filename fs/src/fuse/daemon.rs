@@ -306,6 +306,7 @@ impl Daemon {
             Some(every) if !cfg.read_only && !cfg.sync => Some(Committer::start(&fs, every)),
             _ => None,
         };
+        super::readahead::raise_after_init(mountpoint.clone(), super::readahead::READAHEAD_KIB);
         let served = session.run();
         if let Some(c) = committer {
             c.stop();
