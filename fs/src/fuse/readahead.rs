@@ -39,9 +39,18 @@ pub fn raise_after_init(mountpoint: PathBuf, kib: u32) {
 }
 
 fn set(mountpoint: &std::path::Path, kib: u32) -> std::io::Result<String> {
-    // Answered only after INIT: the mount's root is then ours, and its
-    // st_dev names the FUSE connection's backing device.
+    use nix::sys::statfs::{statfs, FUSE_SUPER_MAGIC};
+    // Answered only after INIT. If the session already ended, the path is
+    // the directory underneath, whose device (a real disk) must not be
+    // touched: go on only for a FUSE mount, whose st_dev is an anonymous
+    // device (major 0) naming the connection's backing device.
+    if statfs(mountpoint)?.filesystem_type() != FUSE_SUPER_MAGIC {
+        return Err(std::io::Error::other("not a FUSE mount (any more)"));
+    }
     let dev = std::fs::metadata(mountpoint)?.dev();
+    if libc::major(dev) != 0 {
+        return Err(std::io::Error::other("not an anonymous (FUSE) device"));
+    }
     let path = format!(
         "/sys/class/bdi/{}:{}/read_ahead_kb",
         libc::major(dev),
