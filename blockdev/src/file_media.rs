@@ -33,6 +33,7 @@ use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::media::{is_direct_aligned, AlignedBuf, Media, DIRECT_IO_ALIGN};
+use crate::read_cache::{ReadCache, ReadCacheStats, DEFAULT_CHUNK_BYTES, DEFAULT_MAX_CHUNKS};
 
 /// How to open a [`FileMedia`].
 #[derive(Clone, Debug)]
@@ -150,6 +151,8 @@ pub struct FileMedia {
     /// a 4096 rule would copy them through a bounce buffer.
     mem_align: usize,
     read_only: bool,
+    /// Small reads fetch their whole neighbourhood (see `read_cache`).
+    cache: ReadCache,
 }
 
 mod ioctl {
@@ -304,7 +307,31 @@ impl FileMedia {
             mode,
             mem_align,
             read_only: options.read_only,
+            cache: ReadCache::new(DEFAULT_CHUNK_BYTES, DEFAULT_MAX_CHUNKS, len),
         })
+    }
+
+    /// Hits and fills of the read-around cache of small reads.
+    pub fn read_cache_stats(&self) -> ReadCacheStats {
+        self.cache.stats()
+    }
+
+    /// Reads exactly `buf.len()` bytes at `offset` from the file itself.
+    fn read_file(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        if self.needs_bounce(buf) {
+            // Bounce in chunks so a huge unaligned read does not double
+            // the memory it needs.
+            let chunk = (1 << 20).max(DIRECT_IO_ALIGN);
+            let mut bounce = AlignedBuf::zeroed(chunk.min(buf.len()));
+            for (i, part) in buf.chunks_mut(chunk).enumerate() {
+                bounce.resize(part.len());
+                self.file
+                    .read_exact_at(&mut bounce, offset + (i * chunk) as u64)?;
+                part.copy_from_slice(&bounce);
+            }
+            return Ok(());
+        }
+        self.file.read_exact_at(buf, offset)
     }
 
     pub fn path(&self) -> &Path {
@@ -426,23 +453,34 @@ impl Media for FileMedia {
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         self.check("read", offset, buf.len() as u64)?;
-        if self.needs_bounce(buf) {
-            // Bounce in chunks so a huge unaligned read does not double
-            // the memory it needs.
-            let chunk = (1 << 20).max(DIRECT_IO_ALIGN);
-            let mut bounce = AlignedBuf::zeroed(chunk.min(buf.len()));
-            for (i, part) in buf.chunks_mut(chunk).enumerate() {
-                bounce.resize(part.len());
-                self.file
-                    .read_exact_at(&mut bounce, offset + (i * chunk) as u64)?;
-                part.copy_from_slice(&bounce);
-            }
-            return Ok(());
-        }
-        self.file.read_exact_at(buf, offset)
+        self.cache.read(offset, buf, |o, b| self.read_file(o, b))
     }
 
     fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        let r = self.write_file(offset, data);
+        // Also after a failed or partial write: the media may have changed.
+        self.cache.invalidate(offset, data.len() as u64);
+        r
+    }
+
+    fn flush(&self) -> io::Result<()> {
+        self.check_writable("flush")?;
+        self.file.sync_data()
+    }
+
+    fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        let r = self.discard_file(offset, len);
+        self.cache.invalidate(offset, len);
+        r
+    }
+
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
+impl FileMedia {
+    fn write_file(&self, offset: u64, data: &[u8]) -> io::Result<()> {
         self.check_writable("write")?;
         self.check("write", offset, data.len() as u64)?;
         if self.needs_bounce(data) {
@@ -459,12 +497,7 @@ impl Media for FileMedia {
         self.file.write_all_at(data, offset)
     }
 
-    fn flush(&self) -> io::Result<()> {
-        self.check_writable("flush")?;
-        self.file.sync_data()
-    }
-
-    fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+    fn discard_file(&self, offset: u64, len: u64) -> io::Result<()> {
         self.check_writable("discard")?;
         self.check("discard", offset, len)?;
         if len == 0 {
@@ -508,10 +541,6 @@ impl Media for FileMedia {
             }
             other => other,
         }
-    }
-
-    fn describe(&self) -> String {
-        self.path.display().to_string()
     }
 }
 
@@ -593,6 +622,38 @@ mod tests {
         let p = dir.path().join("img");
         create_image(&p, size, false).unwrap();
         p
+    }
+
+    /// The read-around cache never serves bytes older than the last write
+    /// or discard, and a small read fills it while a large one does not.
+    #[test]
+    fn small_reads_are_cached_and_see_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = image(&dir, 1 << 20);
+        let m = FileMedia::open(&p).unwrap();
+        let ss = m.sector_size() as usize;
+        let mut w = AlignedBuf::zeroed(ss);
+        w.fill(1);
+        m.write_at(0, &w).unwrap();
+        let mut r = AlignedBuf::zeroed(ss);
+        m.read_at(0, &mut r).unwrap();
+        assert_eq!(r[0], 1);
+        m.read_at(ss as u64, &mut r).unwrap();
+        assert_eq!(m.read_cache_stats().fills, 1);
+        assert_eq!(m.read_cache_stats().hits, 1);
+        w.fill(2);
+        m.write_at(ss as u64, &w).unwrap();
+        m.read_at(ss as u64, &mut r).unwrap();
+        assert_eq!(r[0], 2, "a write drops the cached chunk");
+        m.read_at(0, &mut r).unwrap();
+        assert_eq!(r[0], 1);
+        m.discard(0, 2 * ss as u64).unwrap();
+        m.read_at(0, &mut r).unwrap();
+        assert!(r[0] == 0 || r[0] == 1, "after discard: zeros or old data");
+        let mut big = AlignedBuf::zeroed(64 << 10);
+        let before = m.read_cache_stats();
+        m.read_at(128 << 10, &mut big).unwrap();
+        assert_eq!(m.read_cache_stats(), before, "large reads bypass the cache");
     }
 
     #[test]

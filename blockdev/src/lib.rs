@@ -12,6 +12,7 @@ mod extent_map;
 mod gc;
 mod layout;
 mod placement;
+pub mod read_cache;
 mod record;
 mod recovery;
 mod segments;

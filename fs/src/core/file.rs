@@ -10,6 +10,7 @@ use atomic_api::AtomicDevice;
 
 use super::namespace::open_handle;
 use super::perm::{self, MAY_READ, MAY_WRITE};
+use super::read_buf::ReadBuf;
 use super::txn::Txn;
 use super::types::{Ctx, Whence, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE};
 use super::Fs;
@@ -104,6 +105,12 @@ impl<D: AtomicDevice> Fs<D> {
     /// Reads up to `size` bytes at `offset` (short at end of file). Holes
     /// read as zeros. The data is read without holding the metadata lock.
     pub fn read(&self, ino: u64, offset: u64, size: usize) -> Result<Vec<u8>> {
+        self.read_buf(ino, offset, size).map(ReadBuf::into_vec)
+    }
+
+    /// [`Fs::read`] without the final copy into a `Vec`: the device reads
+    /// into an aligned buffer (no bounce copy) which is returned as is.
+    pub fn read_buf(&self, ino: u64, offset: u64, size: usize) -> Result<ReadBuf> {
         let file_size = {
             let mut st = self.lock();
             let inode = self.inode(&mut st, ino)?;
@@ -113,17 +120,15 @@ impl<D: AtomicDevice> Fs<D> {
             inode.size
         };
         if offset >= file_size || size == 0 {
-            return Ok(Vec::new());
+            return Ok(ReadBuf::empty());
         }
         let end = file_size.min(offset.saturating_add(size as u64));
         let ss = u64::from(self.sector_size());
         let first = offset / ss;
         let last = end.div_ceil(ss);
-        let mut buf = vec![0u8; ((last - first) * ss) as usize];
-        self.dev_read(self.layout.region(ino) + first, &mut buf)?;
-        let skip = (offset - first * ss) as usize;
-        buf.drain(..skip);
-        buf.truncate((end - offset) as usize);
+        let mut buf = ReadBuf::for_device(((last - first) * ss) as usize);
+        self.dev_read(self.layout.region(ino) + first, buf.as_mut_slice())?;
+        buf.narrow((offset - first * ss) as usize, (end - offset) as usize);
         Ok(buf)
     }
 

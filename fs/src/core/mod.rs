@@ -33,6 +33,7 @@ mod file;
 mod mount;
 mod namespace;
 mod perm;
+mod read_buf;
 mod state;
 mod txn;
 mod xattr;
@@ -47,6 +48,7 @@ use state::State;
 use types::Clock;
 
 pub use mount::mkfs;
+pub use read_buf::ReadBuf;
 
 /// A mounted atomfs over the device `D`.
 ///

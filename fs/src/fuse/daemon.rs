@@ -339,6 +339,7 @@ impl Daemon {
             Some(every) if !cfg.read_only && !cfg.sync => Some(Committer::start(&shared, every)),
             _ => None,
         };
+        super::readahead::raise_after_init(mountpoint.clone(), super::readahead::READAHEAD_KIB);
         let served = run_session(session);
         if let Some(c) = committer {
             c.stop();

@@ -25,6 +25,7 @@
 
 pub mod daemon;
 pub mod options;
+mod readahead;
 
 use std::ffi::OsStr;
 use std::path::Path;
@@ -566,7 +567,7 @@ impl<D: AtomicDevice + 'static> fuser::Filesystem for AtomFuse<D> {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.fs.read(ino.0, offset, size as usize) {
+        match self.fs.read_buf(ino.0, offset, size as usize) {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(errno(e)),
         }
