@@ -513,6 +513,12 @@ impl Media for FileMedia {
     fn describe(&self) -> String {
         self.path.display().to_string()
     }
+
+    /// A disk: overlapping a record's `pwrite` with the caller's next batch
+    /// is what the write path's throughput needs.
+    fn write_behind(&self) -> bool {
+        true
+    }
 }
 
 /// The sector size recorded by a valid atomfs superblock (either copy) on

@@ -660,6 +660,7 @@ fn recovery(o: &Opts, log: u64) -> Row {
     let open = OpenOptions {
         read_only: true,
         checkpoint_interval_bytes: Some(64 << 30),
+        ..OpenOptions::default()
     };
     let dev = LogDevice::open(img.media(), &open).unwrap();
     let t = start.elapsed();
