@@ -280,7 +280,7 @@ impl State {
                 + ((self.entries + req_entries) * ENTRY_CHARGE).div_ceil(ss)
                 > self.batch_limit
         {
-            self.write_batch(m)?;
+            self.write_batch(m, true)?;
         }
         if self.batch_empty() {
             match self.make_room(m) {
@@ -340,7 +340,7 @@ impl State {
             trimmed += n;
             self.batch_trim(lba, n);
         }
-        self.write_batch(m)?;
+        self.write_batch(m, true)?;
         self.stats.requests += 1;
         self.stats.trimmed_sectors += trimmed;
         Ok(())
@@ -459,8 +459,12 @@ impl State {
         }
     }
 
-    /// Writes the batch as one user record (no media flush).
-    pub fn write_batch(&mut self, m: &dyn Media) -> Result<()> {
+    /// Writes the batch as one user record (no media flush). `behind`: with
+    /// write-behind on, only start the write (the caller goes on without
+    /// waiting for it). Callers that wait right after (flush, checkpoint)
+    /// pass false: handing the record to the writer thread and waiting for
+    /// it costs two thread wake-ups for nothing.
+    pub fn write_batch(&mut self, m: &dyn Media, behind: bool) -> Result<()> {
         if self.batch_empty() {
             return Ok(());
         }
@@ -529,7 +533,7 @@ impl State {
             .map(|&(_, lba, len)| Run { lba, len, old: 0 })
             .collect();
         let trims = std::mem::take(&mut self.trims);
-        let r = self.write_record(m, Kind::User, &trims, &runs, &mut buf, &mut reserve);
+        let r = self.write_record(m, Kind::User, &trims, &runs, &mut buf, &mut reserve, behind);
         self.hdr_reserve = reserve;
         buf.resize(reserve as usize * ss);
         self.buf = Some(buf);
@@ -614,9 +618,10 @@ impl State {
     /// without a copy. If the header needs more room, the payload is moved
     /// up inside `buf` (when its capacity allows; `*reserve` then grows),
     /// else copied once into a new buffer. Returns where it went; the
-    /// caller updates the map. With write-behind, a user record written
-    /// from `buf` is only started: `buf` goes to the writer thread and is
-    /// replaced by the spare (empty) buffer.
+    /// caller updates the map. With write-behind on and `behind`, a record
+    /// written from `buf` is only started: `buf` goes to the writer thread
+    /// and is replaced by the spare (empty) buffer.
+    #[allow(clippy::too_many_arguments)]
     pub fn write_record(
         &mut self,
         m: &dyn Media,
@@ -625,6 +630,7 @@ impl State {
         runs: &[Run],
         buf: &mut AlignedBuf,
         reserve: &mut u64,
+        behind: bool,
     ) -> Result<Placement> {
         let ss = self.l.ss;
         let seg_sectors = self.l.seg_sectors;
@@ -718,10 +724,10 @@ impl State {
         // reach the media in stream order.
         self.settle()?;
         match (self.wb.as_mut(), big) {
-            // A user record in the batch buffer goes behind: the buffer
+            // A batch record in the batch buffer goes behind: the buffer
             // travels to the writer thread and the batch continues in the
             // spare. (GC and oversized records are rare; they go at once.)
-            (Some(wb), None) if kind == Kind::User => {
+            (Some(wb), None) if behind => {
                 debug_assert!(wb.is_media(m), "write-behind on another media");
                 let spare = wb.take_spare(buf.capacity());
                 let full = std::mem::replace(buf, spare);
@@ -796,7 +802,7 @@ impl State {
     // ------------------------------------------------------------ flush
 
     pub fn flush(&mut self, m: &dyn Media) -> Result<()> {
-        self.write_batch(m)?;
+        self.write_batch(m, false)?;
         // Every acknowledged request is on the media before it is flushed.
         self.settle()?;
         if self.unsynced {
@@ -815,7 +821,7 @@ impl State {
 
     /// Writes the batch, then a checkpoint.
     pub fn checkpoint(&mut self, m: &dyn Media) -> Result<()> {
-        self.write_batch(m)?;
+        self.write_batch(m, false)?;
         self.checkpoint_core(m)
     }
 

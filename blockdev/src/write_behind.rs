@@ -12,9 +12,12 @@
 //!
 //! Memory: the record's buffer travels to the thread and comes back as the
 //! spare; with the batch buffer that makes at most two.
+//!
+//! Only full batches go behind (a write started from `submit`); `flush` and
+//! `checkpoint` write their batch themselves, since they wait for it anyway.
 
 use std::io;
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
 use crate::media::{AlignedBuf, Media};
@@ -28,28 +31,78 @@ pub struct RecordPiece {
     pub n: u64,
 }
 
-/// The writer side of a `LogDevice` with write-behind on.
+/// The writer side of a `LogDevice` with write-behind on: one long-lived
+/// writer thread (started at the first write), fed one record at a time.
+/// (A thread per record cost a thread start per record, about a
+/// millisecond each on a loaded machine.)
 pub struct WriteBehind {
     /// The device's media, shared with the writer thread.
     media: Arc<dyn Media>,
-    inflight: Option<InFlight>,
+    writer: Option<Writer>,
+    /// Media sectors of the record in flight (reads of them must wait).
+    inflight: Option<Vec<RecordPiece>>,
     /// The buffer of the last finished write, for the next swap.
     spare: Option<AlignedBuf>,
 }
 
-/// The record being written: its media sectors (for reads that must wait)
-/// and the thread, which hands the buffer back with the outcome.
-struct InFlight {
+/// A record to write: `pieces` of `ss`-byte sectors of `buf` from byte
+/// `start`.
+struct Job {
+    buf: AlignedBuf,
+    start: usize,
     pieces: Vec<RecordPiece>,
-    handle: Option<JoinHandle<(AlignedBuf, io::Result<()>)>>,
+    ss: u64,
 }
 
-impl Drop for InFlight {
+/// The writer thread and its two channels: records in, buffers (with the
+/// outcome of their write) back.
+struct Writer {
+    jobs: Option<mpsc::SyncSender<Job>>,
+    done: mpsc::Receiver<(AlignedBuf, io::Result<()>)>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Writer {
+    fn spawn(media: Arc<dyn Media>) -> io::Result<Self> {
+        let (jobs, job_rx) = mpsc::sync_channel::<Job>(1);
+        let (done_tx, done) = mpsc::sync_channel(1);
+        let thread = std::thread::Builder::new()
+            .name("atomfs-write-behind".into())
+            .spawn(move || {
+                while let Ok(job) = job_rx.recv() {
+                    let r = write(&*media, &job);
+                    if done_tx.send((job.buf, r)).is_err() {
+                        break;
+                    }
+                }
+            })?;
+        Ok(Self {
+            jobs: Some(jobs),
+            done,
+            thread: Some(thread),
+        })
+    }
+}
+
+fn write(media: &dyn Media, job: &Job) -> io::Result<()> {
+    for p in &job.pieces {
+        let from = job.start + (p.v * job.ss) as usize;
+        media.write_at(
+            p.phys * job.ss,
+            &job.buf[from..from + (p.n * job.ss) as usize],
+        )?;
+    }
+    Ok(())
+}
+
+impl Drop for Writer {
     /// A device dropped without `close` still never leaves a write running
-    /// behind it (a new open of the same media must see it finished).
+    /// behind it (a new open of the same media must see it finished): the
+    /// thread finishes the job it has, sees the channel closed and exits.
     fn drop(&mut self) {
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
+        drop(self.jobs.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }
@@ -58,6 +111,7 @@ impl WriteBehind {
     pub fn new(media: Arc<dyn Media>) -> Self {
         Self {
             media,
+            writer: None,
             inflight: None,
             spare: None,
         }
@@ -76,8 +130,8 @@ impl WriteBehind {
     /// Whether the write in flight covers any of media sectors
     /// `phys..phys + n`.
     pub fn overlaps(&self, phys: u64, n: u64) -> bool {
-        self.inflight.as_ref().is_some_and(|w| {
-            w.pieces
+        self.inflight.as_ref().is_some_and(|pieces| {
+            pieces
                 .iter()
                 .any(|p| p.phys < phys + n && phys < p.phys + p.n)
         })
@@ -104,36 +158,37 @@ impl WriteBehind {
         ss: u64,
     ) -> io::Result<()> {
         assert!(!self.busy(), "two write-behind writes in flight");
-        let media = Arc::clone(&self.media);
-        let work = pieces.clone();
-        let handle = std::thread::Builder::new()
-            .name("atomfs-write-behind".into())
-            .spawn(move || {
-                let mut r = Ok(());
-                for p in &work {
-                    let from = start + (p.v * ss) as usize;
-                    r = media.write_at(p.phys * ss, &buf[from..from + (p.n * ss) as usize]);
-                    if r.is_err() {
-                        break;
-                    }
-                }
-                (buf, r)
-            })?;
-        self.inflight = Some(InFlight {
-            pieces,
-            handle: Some(handle),
-        });
+        if self.writer.is_none() {
+            self.writer = Some(Writer::spawn(Arc::clone(&self.media))?);
+        }
+        let jobs = self
+            .writer
+            .as_ref()
+            .and_then(|w| w.jobs.as_ref())
+            .expect("a started writer has a job channel");
+        let job = Job {
+            buf,
+            start,
+            pieces: pieces.clone(),
+            ss,
+        };
+        jobs.send(job)
+            .map_err(|_| io::Error::other("write-behind thread is gone"))?;
+        self.inflight = Some(pieces);
         Ok(())
     }
 
     /// Waits for the write in flight, if any, and returns its outcome. Its
     /// buffer becomes the spare.
     pub fn wait(&mut self) -> io::Result<()> {
-        let Some(mut w) = self.inflight.take() else {
+        if self.inflight.take().is_none() {
             return Ok(());
-        };
-        let handle = w.handle.take().expect("an in-flight write has a thread");
-        match handle.join() {
+        }
+        let writer = self
+            .writer
+            .as_ref()
+            .expect("a write in flight has a writer");
+        match writer.done.recv() {
             Ok((buf, r)) => {
                 self.spare = Some(buf);
                 r
