@@ -178,13 +178,6 @@ pub fn set_crc(header: &mut [u8], crc: u32) {
     put_u32(header, CRC_AT, crc);
 }
 
-/// Sets the crc of a whole record (`header_bytes` of header, then the
-/// payload), encoded with the crc field 0.
-pub fn seal(record: &mut [u8], header_bytes: usize) {
-    let crc = record_crc(&record[..header_bytes], &record[header_bytes..]);
-    set_crc(&mut record[..header_bytes], crc);
-}
-
 pub fn stored_crc(header: &[u8]) -> u32 {
     get_u32(header, CRC_AT)
 }

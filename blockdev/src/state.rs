@@ -11,7 +11,9 @@ use crate::extent_map::{ExtentMap, Piece};
 use crate::layout::{Layout, GC_HEADROOM_SEGS, SLOT_OFFSETS};
 use crate::media::{AlignedBuf, Media};
 use crate::placement::{span_needed, Placement};
-use crate::record::{entry_bytes, header_sectors_for, seal, Kind, RecordHeader, Run, MAX_SPAN};
+use crate::record::{
+    entry_bytes, header_sectors_for, record_crc, set_crc, Kind, RecordHeader, Run, MAX_SPAN,
+};
 use crate::segments::{SegState, SegTable, NO_RECORD};
 use crate::write_behind::{RecordPiece, WriteBehind};
 
@@ -699,14 +701,16 @@ impl State {
             big = Some(b);
             0
         };
-        let hb = (h * ss) as usize;
         {
             let out: &mut [u8] = match big.as_mut() {
                 Some(b) => &mut b[..],
                 None => &mut buf[start..],
             };
             debug_assert_eq!(out.len() as u64, total * ss);
+            let hb = (h * ss) as usize;
             header.encode_into(&mut out[..hb]);
+            let crc = record_crc(&out[..hb], &out[hb..]);
+            set_crc(&mut out[..hb], crc);
         }
         let mut pieces = Vec::with_capacity(place.segs.len());
         let mut v = 0u64;
@@ -714,31 +718,28 @@ impl State {
             pieces.push(RecordPiece { phys, v, n });
             v += n;
         });
-        // The header is CPU work that overlaps the write in flight; the
-        // media is touched only from here on, once that write is done: one
-        // write in flight at most, and records reach the media in stream
-        // order.
+        // Everything above (header, digest) is CPU work that overlaps the
+        // write in flight; the media is touched only from here on, once
+        // that write is done: one write in flight at most, and records
+        // reach the media in stream order.
         self.settle()?;
         match (self.wb.as_mut(), big) {
             // A batch record in the batch buffer goes behind: the buffer
-            // travels to the writer thread, which computes the crc (the
-            // payload digest is the larger part of the CPU work of a
-            // record) and writes it, and the batch continues in the spare.
-            // (GC and oversized records are rare; they go at once.)
+            // travels to the writer thread and the batch continues in the
+            // spare. (GC and oversized records are rare; they go at once.)
             (Some(wb), None) if behind => {
                 debug_assert!(wb.is_media(m), "write-behind on another media");
                 let spare = wb.take_spare(buf.capacity());
                 let full = std::mem::replace(buf, spare);
-                wb.start(full, start, hb, pieces, ss)
+                wb.start(full, start, pieces, ss)
                     .map_err(|e| io_err("write-behind start", e))?;
             }
-            (_, mut big) => {
+            (_, big) => {
                 debug_assert!(self.media_idle(), "write while a write is in flight");
-                let out: &mut [u8] = match big.as_mut() {
-                    Some(b) => &mut b[..],
-                    None => &mut buf[start..],
+                let out: &[u8] = match &big {
+                    Some(b) => &b[..],
+                    None => &buf[start..],
                 };
-                seal(out, hb);
                 for p in pieces {
                     let from = (p.v * ss) as usize;
                     m.write_at(p.phys * ss, &out[from..from + (p.n * ss) as usize])

@@ -21,7 +21,6 @@ use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
 use crate::media::{AlignedBuf, Media};
-use crate::record::seal;
 
 /// One piece of a record: `n` sectors written at media sector `phys` from
 /// sector `v` of the record.
@@ -47,12 +46,10 @@ pub struct WriteBehind {
 }
 
 /// A record to write: `pieces` of `ss`-byte sectors of `buf` from byte
-/// `start`, whose first `header_bytes` are its header, encoded with the crc
-/// still to be set.
+/// `start`.
 struct Job {
     buf: AlignedBuf,
     start: usize,
-    header_bytes: usize,
     pieces: Vec<RecordPiece>,
     ss: u64,
 }
@@ -72,8 +69,7 @@ impl Writer {
         let thread = std::thread::Builder::new()
             .name("atomfs-write-behind".into())
             .spawn(move || {
-                while let Ok(mut job) = job_rx.recv() {
-                    seal(&mut job.buf[job.start..], job.header_bytes);
+                while let Ok(job) = job_rx.recv() {
                     let r = write(&*media, &job);
                     if done_tx.send((job.buf, r)).is_err() {
                         break;
@@ -152,15 +148,12 @@ impl WriteBehind {
         }
     }
 
-    /// Starts writing the record that begins at byte `start` of `buf`
-    /// (its crc is computed on the writer thread over its `header_bytes`
-    /// of header and the payload after them), in `pieces` of `ss`-byte
-    /// sectors. No write may be in flight.
+    /// Starts writing the record that begins at byte `start` of `buf`, in
+    /// `pieces` of `ss`-byte sectors. No write may be in flight.
     pub fn start(
         &mut self,
         buf: AlignedBuf,
         start: usize,
-        header_bytes: usize,
         pieces: Vec<RecordPiece>,
         ss: u64,
     ) -> io::Result<()> {
@@ -176,7 +169,6 @@ impl WriteBehind {
         let job = Job {
             buf,
             start,
-            header_bytes,
             pieces: pieces.clone(),
             ss,
         };
