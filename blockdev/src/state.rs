@@ -1167,6 +1167,45 @@ mod tests {
     }
 
     #[test]
+    fn flush_waits_for_a_write_behind_write_when_the_batch_is_empty() {
+        let dev = LogDevice::format(
+            SimMedia::new(512, 16384 + 24 * SEG),
+            &FormatOptions {
+                segment_size_bytes: SEG,
+                checkpoint_interval_bytes: Some(1 << 30),
+                write_behind: Some(true),
+                ..FormatOptions::default()
+            },
+        )
+        .unwrap();
+        write(&dev, 0, 64, 5);
+        {
+            // What a trim-only record written past the reserve, or a
+            // submit that fails with NoSpace after writing the batch,
+            // leaves behind: an empty batch and a write in flight.
+            let mut st = dev.lock_state();
+            st.write_batch(dev.media(), true).unwrap();
+            assert!(st.batch_empty() && st.wb.as_ref().unwrap().busy());
+        }
+        dev.flush().unwrap();
+        assert!(
+            !dev.lock_state().wb.as_ref().unwrap().busy(),
+            "flush returned with a write in flight"
+        );
+        let back = LogDevice::open(
+            dev.media().durable(),
+            &OpenOptions {
+                read_only: true,
+                ..OpenOptions::default()
+            },
+        )
+        .unwrap();
+        let mut buf = vec![0u8; 64 * 512];
+        back.read(0, &mut buf).unwrap();
+        assert_eq!(buf, pattern(512, 0, 64, 5));
+    }
+
+    #[test]
     fn trims_are_accepted_when_the_reserve_cannot_be_restored() {
         let dev = small();
         write(&dev, 0, 64, 3);
