@@ -3,7 +3,7 @@
 use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::ops::Range;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use atomic_api::{check_read, AtomicDevice, Error, Geometry, Request, Result, Space, Stats};
 
@@ -11,6 +11,7 @@ use crate::layout::{Layout, Superblock, DATA_START_BYTES, FORMAT_VERSION, SB_OFF
 use crate::media::Media;
 use crate::segments::SegState;
 use crate::state::State;
+use crate::write_behind::WriteBehind;
 
 /// Options for [`LogDevice::format`].
 #[derive(Clone, Debug)]
@@ -35,6 +36,9 @@ pub struct FormatOptions {
     pub gc_batch_segments: Option<u64>,
     /// Fixed uuid (tests); random by default.
     pub uuid: Option<[u8; 16]>,
+    /// Write-behind for the returned device (see
+    /// [`OpenOptions::write_behind`]).
+    pub write_behind: Option<bool>,
 }
 
 impl Default for FormatOptions {
@@ -48,6 +52,7 @@ impl Default for FormatOptions {
             checkpoint_interval_bytes: None,
             gc_batch_segments: None,
             uuid: None,
+            write_behind: None,
         }
     }
 }
@@ -66,6 +71,14 @@ pub struct OpenOptions {
     /// set 0 (one victim per checkpoint) so GC and checkpoints run inside
     /// short workloads.
     pub gc_batch_segments: Option<u64>,
+    /// Write each full batch record on a writer thread while the caller
+    /// fills the next batch (one write in flight, two batch buffers). The
+    /// media sees the same writes in the same order either way; a write
+    /// error then fails the device at the next call instead of the one that
+    /// issued the write, and `flush` still returns only once everything is
+    /// written and flushed. Default: [`Media::write_behind`] (on for
+    /// `FileMedia`, off for `SimMedia`).
+    pub write_behind: Option<bool>,
 }
 
 /// Why `format` or `open` failed. Each message names the media.
@@ -107,7 +120,8 @@ pub enum OpenError {
 
 /// The log-structured translation layer over a [`Media`].
 pub struct LogDevice<M: Media> {
-    media: M,
+    /// Shared with the write-behind thread while a write is in flight.
+    media: Arc<M>,
     geometry: Geometry,
     state: Mutex<State>,
 }
@@ -233,7 +247,8 @@ impl<M: Media> LogDevice<M> {
                 detail: other.to_string(),
             },
         })?;
-        Ok(Self::wrap(media, st))
+        let wb = options.write_behind.unwrap_or_else(|| media.write_behind());
+        Ok(Self::wrap(media, st, wb))
     }
 
     /// Opens the block layer on `media`: loads the newest checkpoint and
@@ -268,10 +283,15 @@ impl<M: Media> LogDevice<M> {
                 },
             })?;
         }
-        Ok(Self::wrap(media, st))
+        let wb = options.write_behind.unwrap_or_else(|| media.write_behind());
+        Ok(Self::wrap(media, st, wb))
     }
 
-    fn wrap(media: M, st: State) -> Self {
+    fn wrap(media: M, mut st: State, write_behind: bool) -> Self {
+        let media = Arc::new(media);
+        if write_behind && !st.read_only {
+            st.wb = Some(WriteBehind::new(media.clone()));
+        }
         Self {
             geometry: st.l.geometry(),
             media,
@@ -293,26 +313,40 @@ impl<M: Media> LogDevice<M> {
     pub fn close(self) -> Result<M> {
         {
             let mut st = self.lock();
+            let r = st.settle();
+            st.poison(r)?;
             st.healthy()?;
             if !st.read_only {
-                let m: &dyn Media = &self.media;
+                let m: &dyn Media = &*self.media;
                 let r = st.checkpoint(m);
                 st.poison(r)?;
             }
         }
-        Ok(self.media)
+        // The state holds the writer's share of the media; with no write in
+        // flight (settled above) that is the only other one.
+        let Self { media, state, .. } = self;
+        drop(state);
+        match Arc::try_unwrap(media) {
+            Ok(m) => Ok(m),
+            Err(_) => unreachable!("the media is still shared after close"),
+        }
     }
 
     /// Writes the batch and a checkpoint now.
     pub fn checkpoint(&self) -> Result<()> {
         let mut st = self.lock();
         st.writable()?;
-        let r = st.checkpoint(&self.media);
+        let r = st.checkpoint(&*self.media);
         st.poison(r)
     }
 
     pub fn media(&self) -> &M {
         &self.media
+    }
+
+    /// Whether write-behind is on (see [`OpenOptions::write_behind`]).
+    pub fn write_behind(&self) -> bool {
+        self.lock().wb.is_some()
     }
 
     /// Number of extents in the map (for memory measurements).
@@ -361,7 +395,7 @@ impl<M: Media> AtomicDevice for LogDevice<M> {
         request.validate(&self.geometry)?;
         let mut st = self.lock();
         st.writable()?;
-        let r = st.submit(&self.media, request);
+        let r = st.submit(&*self.media, request);
         st.poison(r)
     }
 
@@ -369,14 +403,14 @@ impl<M: Media> AtomicDevice for LogDevice<M> {
         check_read(&self.geometry, lba, buf.len())?;
         let mut st = self.lock();
         st.healthy()?;
-        let r = st.read(&self.media, lba, buf);
+        let r = st.read(&*self.media, lba, buf);
         st.poison(r)
     }
 
     fn flush(&self) -> Result<()> {
         let mut st = self.lock();
         st.writable()?;
-        let r = st.flush(&self.media);
+        let r = st.flush(&*self.media);
         st.poison(r)
     }
 

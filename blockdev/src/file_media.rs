@@ -477,6 +477,12 @@ impl Media for FileMedia {
     fn describe(&self) -> String {
         self.path.display().to_string()
     }
+
+    /// A disk: overlapping a record's `pwrite` with the caller's next batch
+    /// is what the write path's throughput needs.
+    fn write_behind(&self) -> bool {
+        true
+    }
 }
 
 impl FileMedia {

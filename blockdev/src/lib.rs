@@ -17,6 +17,7 @@ mod record;
 mod recovery;
 mod segments;
 mod state;
+mod write_behind;
 
 pub use media::{AlignedBuf, Media, NullMedia};
 

@@ -9,9 +9,10 @@
 
 use std::io;
 
-/// Raw storage. `Send + Sync`: the log layer may read from several threads
-/// while one writes.
-pub trait Media: Send + Sync {
+/// Raw storage. `Send + Sync + 'static`: the log layer may read from
+/// several threads while one writes, and a write-behind write runs on a
+/// thread of its own that holds the media (see [`Media::write_behind`]).
+pub trait Media: Send + Sync + 'static {
     /// The media's logical block size (512 or 4096): the unit it never tears.
     fn sector_size(&self) -> u32;
     /// Usable size in bytes (a multiple of `sector_size`).
@@ -29,6 +30,14 @@ pub trait Media: Send + Sync {
     fn discard(&self, offset: u64, len: u64) -> io::Result<()>;
     /// What this media is, for error messages (a path, or "sim").
     fn describe(&self) -> String;
+    /// Whether a `LogDevice` should write its batch records behind the
+    /// caller's back (on a writer thread, one at a time) by default. Real
+    /// disks gain from overlapping the write with the next batch's work;
+    /// in-memory media gain nothing and tests want them synchronous, so the
+    /// default is no. `OpenOptions::write_behind` overrides it.
+    fn write_behind(&self) -> bool {
+        false
+    }
 }
 
 impl<M: Media + ?Sized> Media for Box<M> {
@@ -52,6 +61,9 @@ impl<M: Media + ?Sized> Media for Box<M> {
     }
     fn describe(&self) -> String {
         (**self).describe()
+    }
+    fn write_behind(&self) -> bool {
+        (**self).write_behind()
     }
 }
 

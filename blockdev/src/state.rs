@@ -15,6 +15,7 @@ use crate::record::{
     entry_bytes, header_sectors_for, record_crc, set_crc, Kind, RecordHeader, Run, MAX_SPAN,
 };
 use crate::segments::{SegState, SegTable, NO_RECORD};
+use crate::write_behind::{RecordPiece, WriteBehind};
 
 /// Bytes charged against the batch bound per header entry (an upper bound
 /// of the varint encoding of one run or trim).
@@ -89,6 +90,8 @@ pub struct State {
     pub stats: Stats,
     pub failed: Option<String>,
     pub read_only: bool,
+    /// Write-behind of user records (None: every write is synchronous).
+    pub wb: Option<WriteBehind>,
 }
 
 impl State {
@@ -143,6 +146,7 @@ impl State {
             stats: Stats::default(),
             failed: None,
             read_only,
+            wb: None,
         }
     }
 
@@ -169,6 +173,35 @@ impl State {
             self.failed = Some(format!("media I/O error during {op}: {source}"));
         }
         r
+    }
+
+    /// Waits for the write-behind write in flight, if any. Its failure
+    /// fails the device: the map already points at what it was writing.
+    pub fn settle(&mut self) -> Result<()> {
+        let Some(wb) = self.wb.as_mut() else {
+            return Ok(());
+        };
+        wb.wait().map_err(|e| {
+            if self.failed.is_none() {
+                self.failed = Some(format!("media I/O error during write-behind write: {e}"));
+            }
+            io_err("write-behind write", e)
+        })
+    }
+
+    /// `settle` if the write in flight covers any of media sectors
+    /// `phys..phys + n` (reads of other sectors need not wait).
+    fn settle_for(&mut self, phys: u64, n: u64) -> Result<()> {
+        if self.wb.as_ref().is_some_and(|wb| wb.overlaps(phys, n)) {
+            self.settle()?;
+        }
+        Ok(())
+    }
+
+    /// No write-behind write in flight: the media may be written, flushed
+    /// or discarded.
+    fn media_idle(&self) -> bool {
+        !self.wb.as_ref().is_some_and(|wb| wb.busy())
     }
 
     pub fn capacity_sectors(&self) -> u64 {
@@ -198,6 +231,7 @@ impl State {
                 let src = (self.hdr_reserve + p.loc) as usize * ss;
                 dst.copy_from_slice(&buf[src..src + dst.len()]);
             } else {
+                self.settle_for(p.loc, p.len)?;
                 m.read_at(p.loc * self.l.ss, dst)
                     .map_err(|e| io_err("read", e))?;
                 self.stats.media_read_bytes += dst.len() as u64;
@@ -208,6 +242,7 @@ impl State {
     }
 
     pub fn read_media(&mut self, m: &dyn Media, phys: u64, out: &mut [u8]) -> Result<()> {
+        self.settle_for(phys, out.len() as u64 / self.l.ss)?;
         m.read_at(phys * self.l.ss, out)
             .map_err(|e| io_err("read", e))?;
         self.stats.media_read_bytes += out.len() as u64;
@@ -253,7 +288,7 @@ impl State {
                 + ((self.entries + req_entries) * ENTRY_CHARGE).div_ceil(ss)
                 > self.batch_limit
         {
-            self.write_batch(m)?;
+            self.write_batch(m, true)?;
         }
         if self.batch_empty() {
             match self.make_room(m) {
@@ -313,7 +348,7 @@ impl State {
             trimmed += n;
             self.batch_trim(lba, n);
         }
-        self.write_batch(m)?;
+        self.write_batch(m, true)?;
         self.stats.requests += 1;
         self.stats.trimmed_sectors += trimmed;
         Ok(())
@@ -432,8 +467,12 @@ impl State {
         }
     }
 
-    /// Writes the batch as one user record (no media flush).
-    pub fn write_batch(&mut self, m: &dyn Media) -> Result<()> {
+    /// Writes the batch as one user record (no media flush). `behind`: with
+    /// write-behind on, only start the write (the caller goes on without
+    /// waiting for it). Callers that wait right after (flush, checkpoint)
+    /// pass false: handing the record to the writer thread and waiting for
+    /// it costs two thread wake-ups for nothing.
+    pub fn write_batch(&mut self, m: &dyn Media, behind: bool) -> Result<()> {
         if self.batch_empty() {
             return Ok(());
         }
@@ -502,7 +541,7 @@ impl State {
             .map(|&(_, lba, len)| Run { lba, len, old: 0 })
             .collect();
         let trims = std::mem::take(&mut self.trims);
-        let r = self.write_record(m, Kind::User, &trims, &runs, &mut buf, &mut reserve);
+        let r = self.write_record(m, Kind::User, &trims, &runs, &mut buf, &mut reserve, behind);
         self.hdr_reserve = reserve;
         buf.resize(reserve as usize * ss);
         self.buf = Some(buf);
@@ -587,7 +626,10 @@ impl State {
     /// without a copy. If the header needs more room, the payload is moved
     /// up inside `buf` (when its capacity allows; `*reserve` then grows),
     /// else copied once into a new buffer. Returns where it went; the
-    /// caller updates the map.
+    /// caller updates the map. With write-behind on and `behind`, a record
+    /// written from `buf` is only started: `buf` goes to the writer thread
+    /// and is replaced by the spare (empty) buffer.
+    #[allow(clippy::too_many_arguments)]
     pub fn write_record(
         &mut self,
         m: &dyn Media,
@@ -596,6 +638,7 @@ impl State {
         runs: &[Run],
         buf: &mut AlignedBuf,
         reserve: &mut u64,
+        behind: bool,
     ) -> Result<Placement> {
         let ss = self.l.ss;
         let seg_sectors = self.l.seg_sectors;
@@ -646,38 +689,72 @@ impl State {
             h,
             total,
         };
-        let mut big;
+        // The record goes out from byte `start` of `buf`, or from `big`
+        // when the header outgrew what `buf` can make room for.
+        let mut big = None;
         let r = *reserve;
         let grow_ok = (h + data) * ss <= buf.capacity() as u64
             && (kind != Kind::User || h <= self.max_hdr_reserve);
-        let out: &mut [u8] = if h <= r {
-            &mut buf[((r - h) * ss) as usize..]
+        let start = if h <= r {
+            ((r - h) * ss) as usize
         } else if grow_ok {
             let old_len = buf.len();
             buf.resize(((h + data) * ss) as usize);
             buf.copy_within((r * ss) as usize..old_len, (h * ss) as usize);
             *reserve = h;
-            &mut buf[..]
+            0
         } else {
-            big = AlignedBuf::zeroed((total * ss) as usize);
-            big[(h * ss) as usize..].copy_from_slice(&buf[(r * ss) as usize..]);
-            &mut big[..]
+            let mut b = AlignedBuf::zeroed((total * ss) as usize);
+            b[(h * ss) as usize..].copy_from_slice(&buf[(r * ss) as usize..]);
+            big = Some(b);
+            0
         };
-        debug_assert_eq!(out.len() as u64, total * ss);
-        let hb = (h * ss) as usize;
-        header.encode_into(&mut out[..hb]);
-        let crc = record_crc(&out[..hb], &out[hb..]);
-        set_crc(&mut out[..hb], crc);
-        let mut result = Ok(());
+        {
+            let out: &mut [u8] = match big.as_mut() {
+                Some(b) => &mut b[..],
+                None => &mut buf[start..],
+            };
+            debug_assert_eq!(out.len() as u64, total * ss);
+            let hb = (h * ss) as usize;
+            header.encode_into(&mut out[..hb]);
+            let crc = record_crc(&out[..hb], &out[hb..]);
+            set_crc(&mut out[..hb], crc);
+        }
+        let mut pieces = Vec::with_capacity(place.segs.len());
         let mut v = 0u64;
         place.for_each_phys(&self.l, 0, total, |phys, n| {
-            if result.is_ok() {
-                let from = (v * ss) as usize;
-                result = m.write_at(phys * ss, &out[from..from + (n * ss) as usize]);
-            }
+            pieces.push(RecordPiece { phys, v, n });
             v += n;
         });
-        result.map_err(|e| io_err("write", e))?;
+        // Everything above (header, digest) is CPU work that overlaps the
+        // write in flight; the media is touched only from here on, once
+        // that write is done: one write in flight at most, and records
+        // reach the media in stream order.
+        self.settle()?;
+        match (self.wb.as_mut(), big) {
+            // A batch record in the batch buffer goes behind: the buffer
+            // travels to the writer thread and the batch continues in the
+            // spare. (GC and oversized records are rare; they go at once.)
+            (Some(wb), None) if behind => {
+                debug_assert!(wb.is_media(m), "write-behind on another media");
+                let spare = wb.take_spare(buf.capacity());
+                let full = std::mem::replace(buf, spare);
+                wb.start(full, start, pieces, ss)
+                    .map_err(|e| io_err("write-behind start", e))?;
+            }
+            (_, big) => {
+                debug_assert!(self.media_idle(), "write while a write is in flight");
+                let out: &[u8] = match &big {
+                    Some(b) => &b[..],
+                    None => &buf[start..],
+                };
+                for p in pieces {
+                    let from = (p.v * ss) as usize;
+                    m.write_at(p.phys * ss, &out[from..from + (p.n * ss) as usize])
+                        .map_err(|e| io_err("write", e))?;
+                }
+            }
+        }
         match kind {
             Kind::User => {
                 self.stats.media_header_bytes += h * ss;
@@ -733,8 +810,11 @@ impl State {
     // ------------------------------------------------------------ flush
 
     pub fn flush(&mut self, m: &dyn Media) -> Result<()> {
-        self.write_batch(m)?;
+        self.write_batch(m, false)?;
+        // Every acknowledged request is on the media before it is flushed.
+        self.settle()?;
         if self.unsynced {
+            debug_assert!(self.media_idle());
             m.flush().map_err(|e| io_err("flush", e))?;
             self.stats.media_flushes += 1;
             self.unsynced = false;
@@ -749,7 +829,7 @@ impl State {
 
     /// Writes the batch, then a checkpoint.
     pub fn checkpoint(&mut self, m: &dyn Media) -> Result<()> {
-        self.write_batch(m)?;
+        self.write_batch(m, false)?;
         self.checkpoint_core(m)
     }
 
@@ -758,6 +838,9 @@ impl State {
     /// the quarantined segments and the previous blob's segments.
     pub fn checkpoint_core(&mut self, m: &dyn Media) -> Result<()> {
         debug_assert!(self.batch_empty() && self.pending_sectors == 0);
+        // The blob maps the record in flight: it must be written before the
+        // checkpoint's media flush (and nothing is discarded under it).
+        self.settle()?;
         let ss = self.l.ss;
         let seg_bytes = self.l.sb.segment_bytes;
         let gen = self.ckpt_gen + 1;
@@ -816,6 +899,7 @@ impl State {
         let blob_crc = crc32c::crc32c(&blob);
         blob.resize(blob.len().next_multiple_of(ss as usize), 0);
         let mut written = 0u64;
+        debug_assert!(self.media_idle(), "checkpoint while a write is in flight");
         for (i, chunk) in blob.chunks(seg_bytes as usize).enumerate() {
             let at = self.l.seg_start(blob_segs[i]) * ss;
             m.write_at(at, chunk)
@@ -1114,6 +1198,45 @@ mod tests {
         let mut buf = vec![0u8; 512];
         dev.read(5, &mut buf).unwrap();
         assert_eq!(buf, pattern(512, 5, 1, 2));
+    }
+
+    #[test]
+    fn flush_waits_for_a_write_behind_write_when_the_batch_is_empty() {
+        let dev = LogDevice::format(
+            SimMedia::new(512, 16384 + 24 * SEG),
+            &FormatOptions {
+                segment_size_bytes: SEG,
+                checkpoint_interval_bytes: Some(1 << 30),
+                write_behind: Some(true),
+                ..FormatOptions::default()
+            },
+        )
+        .unwrap();
+        write(&dev, 0, 64, 5);
+        {
+            // What a trim-only record written past the reserve, or a
+            // submit that fails with NoSpace after writing the batch,
+            // leaves behind: an empty batch and a write in flight.
+            let mut st = dev.lock_state();
+            st.write_batch(dev.media(), true).unwrap();
+            assert!(st.batch_empty() && st.wb.as_ref().unwrap().busy());
+        }
+        dev.flush().unwrap();
+        assert!(
+            !dev.lock_state().wb.as_ref().unwrap().busy(),
+            "flush returned with a write in flight"
+        );
+        let back = LogDevice::open(
+            dev.media().durable(),
+            &OpenOptions {
+                read_only: true,
+                ..OpenOptions::default()
+            },
+        )
+        .unwrap();
+        let mut buf = vec![0u8; 64 * 512];
+        back.read(0, &mut buf).unwrap();
+        assert_eq!(buf, pattern(512, 0, 64, 5));
     }
 
     #[test]

@@ -139,6 +139,12 @@ impl Config {
         let segment_size_bytes = if ss == 512 { 64 << 10 } else { 128 << 10 };
         let segments = rng.gen_range(16..=32);
         let ckpt = [64u64 << 10, 128 << 10, 256 << 10][rng.gen_range(0..3)];
+        // Odd seeds write their records behind (on a writer thread). The
+        // media sees the same writes in the same order, so crash images are
+        // as deterministic as without; only a request's start event may be
+        // read before the previous record's write lands, which can only
+        // widen the allowed range of an image by that request.
+        let write_behind = seed % 2 == 1;
         let format = FormatOptions {
             segment_size_bytes,
             overprovision_percent: rng.gen_range(10..=30),
@@ -150,10 +156,12 @@ impl Config {
             buffer_bytes: [None, Some(8 << 10), Some(32 << 10)][rng.gen_range(0..3)],
             checkpoint_interval_bytes: Some(ckpt),
             uuid: Some([seed as u8; 16]),
+            write_behind: Some(write_behind),
             ..FormatOptions::default()
         };
         let open = OpenOptions {
             checkpoint_interval_bytes: Some(ckpt),
+            write_behind: Some(write_behind),
             ..OpenOptions::default()
         };
         let discard = match rng.gen_range(0..3) {
