@@ -81,6 +81,9 @@ impl<M: Media> Media for CountingMedia<M> {
     fn describe(&self) -> String {
         self.inner.describe()
     }
+    fn write_behind(&self) -> bool {
+        self.inner.write_behind()
+    }
 }
 
 /// The block device under a daemon's file system.
