@@ -316,7 +316,11 @@ impl<M: Media> LogDevice<M> {
             let r = st.settle();
             st.poison(r)?;
             st.healthy()?;
-            if !st.read_only {
+            // Nothing since the last checkpoint (a read-only workload on a
+            // read-write open): that checkpoint already describes the
+            // device, and rewriting the whole map cost megabytes per
+            // unmount.
+            if !st.read_only && st.changed_since_checkpoint() {
                 let m: &dyn Media = &*self.media;
                 let r = st.checkpoint(m);
                 st.poison(r)?;

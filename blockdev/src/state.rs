@@ -827,6 +827,14 @@ impl State {
         self.ckpt_interval_base.max(16 * self.last_blob_bytes)
     }
 
+    /// Whether anything was written or cleaned since the last checkpoint:
+    /// every change of the map or the segment table goes through a record
+    /// (counted in `log_since_ckpt`) or the batch, and cleaning leaves its
+    /// victims in quarantine.
+    pub fn changed_since_checkpoint(&self) -> bool {
+        !self.batch_empty() || self.log_since_ckpt > 0 || !self.segs.quarantine().is_empty()
+    }
+
     /// Writes the batch, then a checkpoint.
     pub fn checkpoint(&mut self, m: &dyn Media) -> Result<()> {
         self.write_batch(m, false)?;

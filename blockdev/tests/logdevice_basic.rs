@@ -298,6 +298,38 @@ fn format_open_round_trip_and_read_only() {
     assert_eq!(report.mapped_sectors, 4);
 }
 
+/// A read-write open followed by reads only leaves nothing for close to
+/// write: open's checkpoint already describes the device. Any write, even
+/// one that is never flushed, makes close write a checkpoint.
+#[test]
+fn close_after_reads_only_writes_nothing() {
+    let media = TestMedia::new(512, 2 << 20);
+    let dev = LogDevice::format(media, &tiny_options()).unwrap();
+    write(&dev, 5, 3, 1);
+    let media = dev.close().unwrap();
+    let dev = LogDevice::open(media.clone(), &tiny_open()).unwrap();
+    let after_open = media.inner.writes.load(Ordering::SeqCst);
+    let mut buf = vec![0u8; 3 * 512];
+    dev.read(5, &mut buf).unwrap();
+    dev.flush().unwrap();
+    drop(dev.close().unwrap());
+    assert_eq!(
+        media.inner.writes.load(Ordering::SeqCst),
+        after_open,
+        "close after reads only wrote"
+    );
+    let dev = LogDevice::open(media.clone(), &tiny_open()).unwrap();
+    dev.read(5, &mut buf).unwrap();
+    assert_eq!(buf, pattern(512, 5, 3, 1));
+    write(&dev, 9, 1, 2);
+    let after_write = media.inner.writes.load(Ordering::SeqCst);
+    drop(dev.close().unwrap());
+    assert!(media.inner.writes.load(Ordering::SeqCst) > after_write);
+    let dev = LogDevice::open(media, &tiny_open()).unwrap();
+    dev.read(9, &mut buf[..512]).unwrap();
+    assert_eq!(&buf[..512], &pattern(512, 9, 1, 2)[..]);
+}
+
 #[test]
 fn crash_keeps_flushed_data_and_a_prefix() {
     // Run random requests; at random points take crash images: the durable
