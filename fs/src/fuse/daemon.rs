@@ -98,6 +98,8 @@ pub struct Daemon {
     cfg: MountConfig,
     device: PathBuf,
     mountpoint: PathBuf,
+    /// `mountpoint` made absolute and resolved before the mount.
+    mount_dir: PathBuf,
     at_mount: Stats,
 }
 
@@ -239,6 +241,9 @@ pub fn mount(device: &Path, mountpoint: &Path, cfg: &MountConfig) -> Result<Daem
     let fs = Arc::new(
         Fs::mount(dev, &core_options(cfg)).map_err(|e| format!("{}: {e}", device.display()))?,
     );
+    // Resolved before the mount: afterwards resolving it would be a
+    // request to our own mount (see readahead.rs).
+    let mount_dir = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.into());
     let session = fuse_session(fs.clone(), device, mountpoint, cfg)?;
     let at_mount = fs.device().stats();
     Ok(Daemon {
@@ -247,6 +252,7 @@ pub fn mount(device: &Path, mountpoint: &Path, cfg: &MountConfig) -> Result<Daem
         cfg: cfg.clone(),
         device: device.to_path_buf(),
         mountpoint: mountpoint.to_path_buf(),
+        mount_dir,
         at_mount,
     })
 }
@@ -307,6 +313,7 @@ impl Daemon {
             cfg,
             device,
             mountpoint,
+            mount_dir,
             at_mount,
         } = self;
         block_stop_signals();
@@ -342,7 +349,7 @@ impl Daemon {
             Some(every) if !cfg.read_only && !cfg.sync => Some(Committer::start(&shared, every)),
             _ => None,
         };
-        super::readahead::raise_after_init(mountpoint.clone(), super::readahead::READAHEAD_KIB);
+        super::readahead::raise_after_init(mount_dir, super::readahead::READAHEAD_KIB);
         let served = run_session(session);
         if let Some(c) = committer {
             c.stop();
