@@ -463,6 +463,22 @@ fn permissions_match_linux() {
         t(&bob, TimeSet::At(Timespec::new(1, 2))).unwrap_err(),
         Errno::EPERM
     );
+    // A truncate carries the kernel's own timestamps with it (FUSE
+    // writeback_cache sends SETATTR size + mtime + ctime for
+    // open(O_TRUNC)): write access is enough, as for the truncate.
+    let truncated = fs
+        .setattr(
+            &bob,
+            f.ino,
+            &SetAttr {
+                size: Some(0),
+                mtime: Some(TimeSet::At(Timespec::new(3, 4))),
+                ctime: Some(Timespec::new(3, 4)),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!((truncated.size, truncated.mtime), (0, Timespec::new(3, 4)));
     // Sticky directory: only owner of file or dir (or root) may remove.
     let tmp = fs.mkdir(&root(), ROOT, os("tmp"), 0o1777).unwrap();
     fs.mknod(&alice, tmp.ino, os("a"), libc::S_IFREG | 0o666, 0)

@@ -22,8 +22,9 @@ impl<D: AtomicDevice> Fs<D> {
     /// Linux's rules: chmod by owner or root (setgid dropped for a group the
     /// caller is not in); chown by root, or by the owner to a group it is
     /// in; chown and size changes by non-root clear setuid/setgid; explicit
-    /// times need ownership, `UTIME_NOW` needs ownership or write access;
-    /// ctime becomes now unless given.
+    /// times need ownership (except the ones a truncate carries),
+    /// `UTIME_NOW` needs ownership or write access; ctime becomes now
+    /// unless given.
     pub fn setattr(&self, ctx: &Ctx, ino: u64, attr: &SetAttr) -> Result<FileAttr> {
         let mut st = self.lock();
         let st = &mut *st;
@@ -90,6 +91,12 @@ impl<D: AtomicDevice> Fs<D> {
                     }
                     now
                 }
+                // With a size change the times are the truncate's own (no
+                // syscall sets a size and explicit times together; FUSE's
+                // writeback_cache mode sends the kernel's clock with the
+                // truncate of open(O_TRUNC)), so the truncate's write
+                // permission, checked above, covers them.
+                TimeSet::At(t) if attr.size.is_some() => t,
                 TimeSet::At(t) => {
                     if !perm::is_owner(&inode, ctx) {
                         return Err(Errno::EPERM);
