@@ -125,7 +125,7 @@ impl ExtentMap {
     pub fn remove(&mut self, lba: u64, len: u64, mut f: impl FnMut(Piece)) {
         let end = lba + len;
         // Fast path (one descent): nothing mapped in the range, or a single
-        // extent starting before `lba` covers all of the range's mapped part.
+        // extent starting at or before `lba` covers all of its mapped part.
         match self.map.range_mut(..end).next_back() {
             None => return,
             Some((&k, e)) => {
@@ -133,38 +133,21 @@ impl ExtentMap {
                 if e_end <= lba {
                     return;
                 }
-                if k < lba {
+                if k <= lba {
+                    // `e` is the only extent in the range (one starting
+                    // inside it would be the last before `end`): keep its
+                    // head before `lba` if any, and its tail past `end`.
                     let old = *e;
+                    if k < lba {
+                        e.len = (lba - k) as u32;
+                    } else {
+                        self.map.remove(&k);
+                    }
                     let cut_end = e_end.min(end);
-                    e.len = (lba - k) as u32;
                     f(Piece {
                         lba,
                         len: cut_end - lba,
                         loc: old.loc + (lba - k),
-                        pending: old.pending,
-                    });
-                    self.mapped -= cut_end - lba;
-                    if e_end > end {
-                        self.map.insert(
-                            end,
-                            Extent {
-                                loc: old.loc + (end - k),
-                                len: (e_end - end) as u32,
-                                pending: old.pending,
-                            },
-                        );
-                    }
-                    return;
-                }
-                if k == lba {
-                    // The only extent in the range, starting at `lba`.
-                    let old = *e;
-                    self.map.remove(&k);
-                    let cut_end = e_end.min(end);
-                    f(Piece {
-                        lba,
-                        len: cut_end - lba,
-                        loc: old.loc,
                         pending: old.pending,
                     });
                     self.mapped -= cut_end - lba;

@@ -243,16 +243,13 @@ fn slow_writes_never_overlap_other_media_calls() {
     assert!(off_thread > 50, "records did not go behind");
 }
 
-/// A media write that fails on the writer thread: the call that issued it
-/// has already returned, so the next call reports it (Io), every later one
-/// reports `Failed`, no media call follows, and what was flushed before
-/// survives.
-#[test]
-fn failed_write_behind_is_fail_stop() {
+/// 32 segments of 64 KiB with 16 KiB batches and write-behind on, over a
+/// `SimMedia` (returned, for faults and durable images) whose writes take
+/// `write_delay`.
+fn slow_device(write_delay: Duration) -> (SimMedia, LogDevice<SlowMedia>) {
     let sim = SimMedia::new(512, 16384 + 32 * (64 << 10));
-    let slow = SlowMedia::new(sim.clone(), Duration::from_millis(2));
     let dev = LogDevice::format(
-        slow,
+        SlowMedia::new(sim.clone(), write_delay),
         &FormatOptions {
             segment_size_bytes: 64 << 10,
             buffer_bytes: Some(16 << 10),
@@ -262,6 +259,16 @@ fn failed_write_behind_is_fail_stop() {
         },
     )
     .unwrap();
+    (sim, dev)
+}
+
+/// A media write that fails on the writer thread: the call that issued it
+/// has already returned, so the next call reports it (Io), every later one
+/// reports `Failed`, no media call follows, and what was flushed before
+/// survives.
+#[test]
+fn failed_write_behind_is_fail_stop() {
+    let (sim, dev) = slow_device(Duration::from_millis(2));
     let write = |lba: u64, tag: u8| {
         let mut r = Request::new();
         r.write(lba, pattern(512, lba, 16, tag));
@@ -307,18 +314,7 @@ fn failed_write_behind_is_fail_stop() {
 /// the durable image holds everything acknowledged by it.
 #[test]
 fn flush_waits_for_the_write_in_flight() {
-    let sim = SimMedia::new(512, 16384 + 32 * (64 << 10));
-    let slow = SlowMedia::new(sim.clone(), Duration::from_millis(3));
-    let dev = LogDevice::format(
-        slow,
-        &FormatOptions {
-            segment_size_bytes: 64 << 10,
-            buffer_bytes: Some(16 << 10),
-            write_behind: Some(true),
-            ..FormatOptions::default()
-        },
-    )
-    .unwrap();
+    let (sim, dev) = slow_device(Duration::from_millis(3));
     for round in 0..5u8 {
         for i in 0..10u64 {
             let mut r = Request::new();

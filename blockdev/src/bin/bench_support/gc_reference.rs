@@ -31,13 +31,8 @@ pub fn greedy_wa(
         sim.append(b);
     }
     let hot_blocks = hot.map_or(0, |(_, share)| ((live as f64 * share) as usize).max(1));
-    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-    let mut below = |n: usize| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        (rng % n as u64) as usize
-    };
+    let mut rng = super::Rng(0x9e37_79b9_7f4a_7c15);
+    let mut below = |n: usize| rng.below(n as u64) as usize;
     let (mut user, mut copied) = (0u64, 0u64);
     for i in 0..(warm_passes + measure_passes) * live as u64 {
         if i == warm_passes * live as u64 {
