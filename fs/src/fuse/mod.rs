@@ -389,8 +389,11 @@ impl<D: AtomicDevice + 'static> fuser::Filesystem for AtomFuse<D> {
     }
 
     /// Inode lifetimes are the core's business (open counts and link
-    /// counts); kernel lookup counts need no bookkeeping because a reused
-    /// inode number always comes with a new generation.
+    /// counts), and lookup counts are not kept. A new generation alone does
+    /// not make reuse safe: a LOOKUP reply for the old inode that the kernel
+    /// processes after the number's reuse marks the new inode bad (EIO), so
+    /// the core lets freed numbers rest before reuse (core/alloc.rs);
+    /// holding them until FORGET would close the window entirely.
     fn forget(&self, _req: &Request, _ino: INodeNo, _nlookup: u64) {}
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
