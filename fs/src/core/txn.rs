@@ -139,8 +139,9 @@ impl<D: AtomicDevice> Fs<D> {
         }
     }
 
-    /// Encodes `txn` as one request.
-    fn build(&self, st: &State, txn: &Txn) -> Request {
+    /// Encodes `txn` as one request. The raw writes move into it (a file
+    /// write's data is not copied again).
+    fn build(&self, st: &State, txn: &mut Txn) -> Request {
         let l = &self.layout;
         let ss = self.sector_size();
         let mut req = Request::new();
@@ -172,8 +173,8 @@ impl<D: AtomicDevice> Fs<D> {
         for ino in txn.orphan_del.difference(&txn.freed) {
             req.trim(l.orphan_lba(*ino), 1);
         }
-        for (lba, data) in &txn.writes {
-            req.write(*lba, data.clone());
+        for (lba, data) in std::mem::take(&mut txn.writes) {
+            req.write(lba, data);
         }
         for (lba, sectors) in &txn.trims {
             req.trim(*lba, *sectors);
@@ -183,14 +184,14 @@ impl<D: AtomicDevice> Fs<D> {
 
     /// Submits `txn` as ONE request; on success installs it in the caches,
     /// on failure gives back allocated inode numbers and changes nothing.
-    pub(crate) fn commit(&self, st: &mut State, txn: Txn) -> Result<()> {
+    pub(crate) fn commit(&self, st: &mut State, mut txn: Txn) -> Result<()> {
         if let Err(e) = self.writable(st) {
             for ino in &txn.allocated {
                 st.alloc.release(*ino);
             }
             return Err(e);
         }
-        let req = self.build(st, &txn);
+        let req = self.build(st, &mut txn);
         if let Err(e) = self.submit(st, req) {
             for ino in &txn.allocated {
                 st.alloc.release(*ino);
