@@ -3,14 +3,14 @@
 use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::ops::Range;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use atomic_api::{check_read, AtomicDevice, Error, Geometry, Request, Result, Space, Stats};
 
 use crate::layout::{Layout, Superblock, DATA_START_BYTES, FORMAT_VERSION, SB_OFFSETS};
 use crate::media::Media;
 use crate::segments::SegState;
-use crate::state::State;
+use crate::state::{io_err, State};
 use crate::write_behind::WriteBehind;
 
 /// Options for [`LogDevice::format`].
@@ -124,6 +124,8 @@ pub struct LogDevice<M: Media> {
     media: Arc<M>,
     geometry: Geometry,
     state: Mutex<State>,
+    /// `State::readers`, reachable without the state lock.
+    readers: Arc<RwLock<()>>,
 }
 
 fn random_uuid() -> [u8; 16] {
@@ -295,6 +297,7 @@ impl<M: Media> LogDevice<M> {
         Self {
             geometry: st.l.geometry(),
             media,
+            readers: Arc::clone(&st.readers),
             state: Mutex::new(st),
         }
     }
@@ -403,12 +406,32 @@ impl<M: Media> AtomicDevice for LogDevice<M> {
         st.poison(r)
     }
 
+    /// The media reads happen after the state lock is let go, so reads
+    /// run in parallel with each other and with submits (readahead keeps
+    /// several file reads in flight).
     fn read(&self, lba: u64, buf: &mut [u8]) -> Result<()> {
         check_read(&self.geometry, lba, buf.len())?;
-        let mut st = self.lock();
-        st.healthy()?;
-        let r = st.read(&*self.media, lba, buf);
-        st.poison(r)
+        let r = {
+            let mut st = self.lock();
+            st.healthy()?;
+            let plan = st.plan_read(lba, buf);
+            let plan = st.poison(plan)?;
+            // Taken before the state lock is let go: the only release of a
+            // segment (a checkpoint, under the state lock) then waits for
+            // this read. The reverse order cannot happen (no one waits for
+            // the state lock while holding this), so no deadlock.
+            let _reading = self.readers.read().unwrap_or_else(|e| e.into_inner());
+            drop(st);
+            plan.iter().try_for_each(|r| {
+                self.media
+                    .read_at(r.offset, &mut buf[r.at..r.at + r.len])
+                    .map_err(|e| io_err("read", e))
+            })
+        };
+        match r {
+            Ok(()) => Ok(()),
+            Err(e) => self.lock().poison(Err(e)),
+        }
     }
 
     fn flush(&self) -> Result<()> {

@@ -3,6 +3,7 @@
 //! GC. Everything here runs under the device mutex.
 
 use std::io;
+use std::sync::{Arc, RwLock};
 
 use atomic_api::{Error, Request, Result, Segment, Stats};
 
@@ -92,6 +93,20 @@ pub struct State {
     pub read_only: bool,
     /// Write-behind of user records (None: every write is synchronous).
     pub wb: Option<WriteBehind>,
+    /// Held shared by every read that goes to the media after the state
+    /// lock is let go ([`State::plan_read`]); taken exclusively before a
+    /// segment is released, since a released segment may be discarded and
+    /// rewritten under a read that still expects its old data.
+    pub readers: Arc<RwLock<()>>,
+}
+
+/// Part of a read that goes to the media: `len` bytes at media byte
+/// `offset`, into the caller's buffer from byte `at`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MediaRead {
+    pub offset: u64,
+    pub at: usize,
+    pub len: usize,
 }
 
 impl State {
@@ -147,6 +162,7 @@ impl State {
             failed: None,
             read_only,
             wb: None,
+            readers: Arc::new(RwLock::new(())),
         }
     }
 
@@ -214,10 +230,16 @@ impl State {
 
     // ------------------------------------------------------------ reads
 
-    pub fn read(&mut self, m: &dyn Media, lba: u64, out: &mut [u8]) -> Result<()> {
+    /// Fills what of `lba..` is not on the media (unmapped: zeros; still in
+    /// the batch: copied from it) and returns the media reads that complete
+    /// `out`. Those sectors are on the media once this returns (a
+    /// write-behind write covering them has been waited for) and stay there
+    /// while the caller holds [`State::readers`] shared.
+    pub fn plan_read(&mut self, lba: u64, out: &mut [u8]) -> Result<Vec<MediaRead>> {
         let ss = self.l.ss as usize;
         let n = (out.len() / ss) as u64;
         let pieces = self.map.pieces(lba, n);
+        let mut reads = Vec::new();
         // Only the unmapped gaps are zeroed: zeroing all of `out` first
         // cost as much CPU as the copy on large reads.
         let mut done = 0;
@@ -225,20 +247,22 @@ impl State {
             let at = (p.lba - lba) as usize * ss;
             out[done..at].fill(0);
             done = at + p.len as usize * ss;
-            let dst = &mut out[at..done];
             if p.pending {
                 let buf = self.buf.as_ref().expect("pending data needs a buffer");
                 let src = (self.hdr_reserve + p.loc) as usize * ss;
-                dst.copy_from_slice(&buf[src..src + dst.len()]);
+                out[at..done].copy_from_slice(&buf[src..src + (done - at)]);
             } else {
                 self.settle_for(p.loc, p.len)?;
-                m.read_at(p.loc * self.l.ss, dst)
-                    .map_err(|e| io_err("read", e))?;
-                self.stats.media_read_bytes += dst.len() as u64;
+                reads.push(MediaRead {
+                    offset: p.loc * self.l.ss,
+                    at,
+                    len: done - at,
+                });
+                self.stats.media_read_bytes += (done - at) as u64;
             }
         }
         out[done..].fill(0);
-        Ok(())
+        Ok(reads)
     }
 
     pub fn read_media(&mut self, m: &dyn Media, phys: u64, out: &mut [u8]) -> Result<()> {
@@ -929,9 +953,12 @@ impl State {
         m.flush().map_err(|e| io_err("checkpoint flush", e))?;
         self.stats.media_flushes += 2;
         self.stats.media_checkpoint_bytes += written + sb.len() as u64;
-        // Durable: release what only the previous checkpoint needed.
+        // Durable: release what only the previous checkpoint needed, once
+        // no read that may still be reading it is in flight.
         let mut freed = self.segs.take_quarantine();
         freed.append(&mut self.ckpt_segs);
+        let readers = Arc::clone(&self.readers);
+        let _no_reads = readers.write().unwrap_or_else(|e| e.into_inner());
         for s in freed {
             self.segs.release(s);
             let _ = m.discard(self.l.seg_start(s) * ss, seg_bytes);
