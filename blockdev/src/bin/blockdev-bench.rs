@@ -265,6 +265,9 @@ fn abba(runs: usize, mut a: impl FnMut() -> f64, mut b: impl FnMut() -> f64) -> 
             vb.push(b());
             va.push(a());
         }
+        // Every run on stderr: on a shared machine the spread says more
+        // than the median.
+        eprintln!("    run {}: {:.0} / {:.0}", r + 1, va[r], vb[r]);
     }
     (median(va), median(vb))
 }
