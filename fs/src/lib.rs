@@ -18,9 +18,9 @@ pub mod fuse;
 pub mod inspect;
 
 pub use crate::core::types::{
-    Clock, Ctx, DirEntry, FileAttr, FileKind, MkfsOptions, MountError, MountOptions, SetAttr,
-    StatFs, SystemClock, TimeSet, Timespec, Whence, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE,
-    RENAME_EXCHANGE, RENAME_NOREPLACE, XATTR_CREATE, XATTR_REPLACE,
+    Clock, Ctx, DirEntry, FileAttr, FileKind, Groups, MkfsOptions, MountError, MountOptions,
+    SetAttr, StatFs, SystemClock, TimeSet, Timespec, Whence, FALLOC_FL_KEEP_SIZE,
+    FALLOC_FL_PUNCH_HOLE, RENAME_EXCHANGE, RENAME_NOREPLACE, XATTR_CREATE, XATTR_REPLACE,
 };
 pub use crate::core::{mkfs, Fs};
 pub use crate::errno::{Errno, Result};

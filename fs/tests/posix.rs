@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use atomfs::inspect::dump_tree;
 use atomfs::{
-    Ctx, Errno, FileKind, Fs, SetAttr, TimeSet, Timespec, Whence, FALLOC_FL_KEEP_SIZE,
+    Ctx, Errno, FileKind, Fs, Groups, SetAttr, TimeSet, Timespec, Whence, FALLOC_FL_KEEP_SIZE,
     FALLOC_FL_PUNCH_HOLE, RENAME_EXCHANGE, RENAME_NOREPLACE, XATTR_CREATE, XATTR_REPLACE,
 };
 use atomic_api::{AtomicDevice, MemDevice};
@@ -374,7 +374,7 @@ fn permissions_match_linux() {
     let alice = Ctx {
         uid: 1000,
         gid: 1000,
-        groups: vec![50],
+        groups: vec![50].into(),
         ..Ctx::default()
     };
     let bob = Ctx::user(1001, 1001);
@@ -692,4 +692,69 @@ fn open_rdonly_with_trunc_truncates_and_needs_write_permission() {
         .unwrap();
     assert_eq!(fs.getattr(f.ino).unwrap().size, 0);
     fs.release(f.ino, fh).unwrap();
+}
+
+/// Loads counted by [`counted_groups`] (one test uses it).
+static GROUP_LOADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn counted_groups(_pid: u32) -> Vec<u32> {
+    GROUP_LOADS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    vec![50]
+}
+
+#[test]
+fn supplementary_groups_are_read_only_when_a_check_needs_them() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let fs = new_fs();
+    let owner = Ctx::user(1000, 1000);
+    let d = fs.mkdir(&root(), ROOT, os("d"), 0o777).unwrap();
+    let (f, fh) = fs
+        .create(
+            &owner,
+            d.ino,
+            os("f"),
+            libc::S_IFREG | 0o640,
+            libc::O_WRONLY,
+        )
+        .unwrap();
+    fs.release(f.ino, fh).unwrap();
+    fs.setattr(
+        &root(),
+        f.ino,
+        &SetAttr {
+            gid: Some(50),
+            ..SetAttr::default()
+        },
+    )
+    .unwrap();
+    let lazy = |uid: u32, gid: u32| Ctx {
+        uid,
+        gid,
+        groups: Groups::lazy(counted_groups, 4242),
+        ..Ctx::default()
+    };
+    // The owner's lookup and open decide on the owner class alone.
+    let as_owner = lazy(1000, 1000);
+    assert_eq!(fs.lookup(&as_owner, d.ino, os("f")).unwrap().ino, f.ino);
+    fs.release(f.ino, fs.open(&as_owner, f.ino, libc::O_RDONLY).unwrap())
+        .unwrap();
+    assert!(!as_owner.groups.is_loaded());
+    assert_eq!(GROUP_LOADS.load(SeqCst), 0);
+    // Someone else reaches the group class: the groups are read once,
+    // and membership of group 50 grants read (not write).
+    let member = lazy(1001, 1001);
+    fs.release(f.ino, fs.open(&member, f.ino, libc::O_RDONLY).unwrap())
+        .unwrap();
+    assert_eq!(
+        fs.open(&member, f.ino, libc::O_WRONLY).unwrap_err(),
+        Errno::EACCES
+    );
+    assert!(member.groups.is_loaded());
+    assert_eq!(GROUP_LOADS.load(SeqCst), 1);
+    // Without the group: others' bits (none).
+    assert_eq!(
+        fs.open(&Ctx::user(1001, 1001), f.ino, libc::O_RDONLY)
+            .unwrap_err(),
+        Errno::EACCES
+    );
 }

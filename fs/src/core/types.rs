@@ -3,7 +3,7 @@
 //! these one to one.
 
 use std::ffi::OsString;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Who is calling: the credentials the permission checks use.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -11,7 +11,7 @@ pub struct Ctx {
     pub uid: u32,
     pub gid: u32,
     /// Supplementary groups (the primary `gid` need not be repeated).
-    pub groups: Vec<u32>,
+    pub groups: Groups,
     pub pid: u32,
     /// Applied to the mode of mknod/mkdir/create/symlink-less creations
     /// (`mode & !umask`). The FUSE adapter passes 0 when the kernel already
@@ -36,13 +36,69 @@ impl Ctx {
 
     /// True when `gid` is the caller's primary or a supplementary group.
     pub fn in_group(&self, gid: u32) -> bool {
-        self.gid == gid || self.groups.contains(&gid)
+        self.gid == gid || self.groups.get().contains(&gid)
     }
 
     pub fn is_root(&self) -> bool {
         self.uid == 0
     }
 }
+
+/// The caller's supplementary groups: given, or read on first use.
+///
+/// The FUSE adapter learns them only by reading `/proc/PID/status`, a
+/// syscall-heavy read per request, while most permission checks never
+/// reach the group class (the caller owns the file, is root, or has the
+/// file's gid as primary group). So it passes a loader, and the core reads
+/// the groups only when a check asks for them, at most once per request.
+#[derive(Clone, Debug, Default)]
+pub struct Groups {
+    known: OnceLock<Vec<u32>>,
+    /// The loader and its argument (the caller's pid).
+    load: Option<(GroupLoader, u32)>,
+}
+
+/// Reads the supplementary groups of a pid.
+pub type GroupLoader = fn(u32) -> Vec<u32>;
+
+impl Groups {
+    /// Groups read by `load(pid)` when first needed.
+    pub fn lazy(load: GroupLoader, pid: u32) -> Groups {
+        Groups {
+            known: OnceLock::new(),
+            load: Some((load, pid)),
+        }
+    }
+
+    /// The groups, reading them now if they were not read yet.
+    pub fn get(&self) -> &[u32] {
+        self.known
+            .get_or_init(|| self.load.map_or_else(Vec::new, |(load, pid)| load(pid)))
+    }
+
+    /// Whether the groups have been read (tests of the laziness).
+    pub fn is_loaded(&self) -> bool {
+        self.known.get().is_some()
+    }
+}
+
+impl From<Vec<u32>> for Groups {
+    fn from(groups: Vec<u32>) -> Groups {
+        Groups {
+            known: OnceLock::from(groups),
+            load: None,
+        }
+    }
+}
+
+/// Equal when they hold the same groups (reading lazy ones).
+impl PartialEq for Groups {
+    fn eq(&self, other: &Groups) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl Eq for Groups {}
 
 /// A point in time: seconds since the epoch and nanoseconds (< 10^9).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -276,7 +332,8 @@ pub struct MountOptions {
     pub sync: bool,
     /// Timestamp source; `None` = [`SystemClock`].
     pub clock: Option<Arc<dyn Clock>>,
-    /// Bytes of directory sectors kept in memory; `None` = 32 MiB.
+    /// Memory for decoded directory buckets (about 120 bytes for a bucket
+    /// of one short name); `None` = 32 MiB.
     pub dir_cache_bytes: Option<usize>,
 }
 

@@ -40,7 +40,9 @@ use fuser::{
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use crate::core::types::{Ctx, DirEntry, FileAttr, FileKind, SetAttr, TimeSet, Timespec, Whence};
+use crate::core::types::{
+    Ctx, DirEntry, FileAttr, FileKind, Groups, SetAttr, TimeSet, Timespec, Whence,
+};
 use crate::errno::Errno;
 use crate::Fs;
 
@@ -266,32 +268,25 @@ pub fn proc_groups(pid: u32) -> Vec<u32> {
         .unwrap_or_default()
 }
 
-/// The caller's credentials, with the supplementary groups, for the core
-/// calls whose permission checks may ask for group membership (lookup,
-/// open, create, rename, setattr, access, xattrs...). The kernel has
-/// already applied the umask to the modes it sends (fuser does not ask for
-/// `FUSE_DONT_MASK`), so the core gets umask 0.
+/// The caller's credentials for the core. The supplementary groups are
+/// read from `/proc` only if a permission check asks for them (see
+/// [`Groups`]). The kernel has already applied the umask to the modes it
+/// sends (fuser does not ask for `FUSE_DONT_MASK`), so the core gets
+/// umask 0.
 fn ctx(req: &Request) -> Ctx {
-    let mut ctx = ctx_without_groups(req);
-    // Root passes every check without groups; pid 0 is a request the
-    // kernel makes on its own (writeback) or a caller outside the daemon's
-    // pid namespace: no /proc entry to ask.
-    if ctx.uid != 0 && ctx.pid != 0 {
-        ctx.groups = proc_groups(ctx.pid);
-    }
-    ctx
-}
-
-/// The caller's uid, gid and pid only, for the core calls that never look
-/// at groups (write, fallocate, readdir: permission was checked at open,
-/// and the core asks only whether the caller is root), so they pay no
-/// `/proc` read.
-fn ctx_without_groups(req: &Request) -> Ctx {
+    let (uid, pid) = (req.uid(), req.pid());
     Ctx {
-        uid: req.uid(),
+        uid,
         gid: req.gid(),
-        groups: Vec::new(),
-        pid: req.pid(),
+        // Root passes every check without groups; pid 0 is a request the
+        // kernel makes on its own (writeback) or a caller outside the
+        // daemon's pid namespace: no /proc entry to ask.
+        groups: if uid != 0 && pid != 0 {
+            Groups::lazy(proc_groups, pid)
+        } else {
+            Groups::default()
+        },
+        pid,
         umask: 0,
     }
 }
@@ -592,10 +587,7 @@ impl<D: AtomicDevice + 'static> fuser::Filesystem for AtomFuse<D> {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self
-            .fs
-            .write(&ctx_without_groups(req), ino.0, offset, data, false)
-        {
+        match self.fs.write(&ctx(req), ino.0, offset, data, false) {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(errno(e)),
         }
@@ -664,11 +656,9 @@ impl<D: AtomicDevice + 'static> fuser::Filesystem for AtomFuse<D> {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let res = self
-            .fs
-            .readdir(&ctx_without_groups(req), ino.0, offset, |e| {
-                reply.add(INodeNo(e.ino), e.offset, to_fuser_kind(e.kind), &e.name)
-            });
+        let res = self.fs.readdir(&ctx(req), ino.0, offset, |e| {
+            reply.add(INodeNo(e.ino), e.offset, to_fuser_kind(e.kind), &e.name)
+        });
         match res {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(e)),
@@ -687,7 +677,7 @@ impl<D: AtomicDevice + 'static> fuser::Filesystem for AtomFuse<D> {
     ) {
         let res = readdir_plus(
             &self.fs,
-            &ctx_without_groups(req),
+            &ctx(req),
             ino.0,
             offset,
             |_| {},
@@ -829,7 +819,7 @@ impl<D: AtomicDevice + 'static> fuser::Filesystem for AtomFuse<D> {
         // in the core; other modes are EOPNOTSUPP there.
         match self
             .fs
-            .fallocate(&ctx_without_groups(req), ino.0, offset, length, mode as u32)
+            .fallocate(&ctx(req), ino.0, offset, length, mode as u32)
         {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(e)),
@@ -897,13 +887,10 @@ impl<D: AtomicDevice + 'static> fuser::Filesystem for AtomFuse<D> {
             reply.written(0);
             return;
         }
-        match self.fs.write(
-            &ctx_without_groups(req),
-            ino_out.0,
-            offset_out,
-            &data,
-            false,
-        ) {
+        match self
+            .fs
+            .write(&ctx(req), ino_out.0, offset_out, &data, false)
+        {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(errno(e)),
         }
