@@ -34,7 +34,13 @@ impl<D: AtomicDevice> Fs<D> {
         let n = self.layout.buckets();
         let mut idx = home_bucket(name, self.layout.dir_hash_bits);
         for _ in 0..n {
-            let bucket = self.tbucket(st, txn, dir, idx)?;
+            // Borrowed, not cloned (`tbucket`): a lookup copies only the
+            // entry it finds.
+            let lba = self.layout.bucket_lba(dir, idx);
+            let bucket = match txn.buckets.get(&lba) {
+                Some((_, staged)) => staged,
+                None => self.bucket(st, dir, idx)?,
+            };
             if let Some(pos) = bucket.find(name) {
                 return Ok(Some(Found {
                     bucket: idx,

@@ -198,7 +198,6 @@ impl<D: AtomicDevice> Fs<D> {
         let mut state = State::new(
             InoAlloc::from_used(&used, layout.max_ino),
             opts.dir_cache_bytes.unwrap_or(DEFAULT_DIR_CACHE),
-            ss,
             (now.nsec ^ (now.sec as u32)).wrapping_mul(2654435761),
         );
         let mut valid_orphans = Vec::new();

@@ -66,14 +66,15 @@ impl<D: AtomicDevice> Fs<D> {
             return Err(Errno::ENAMETOOLONG);
         }
         let mut st = self.lock();
-        let dir = self.inode(&mut st, parent)?.clone();
-        if !perm::is_dir(&dir) {
+        let dir = self.inode(&mut st, parent)?;
+        if !perm::is_dir(dir) {
             return Err(Errno::ENOTDIR);
         }
-        perm::check(&dir, ctx, MAY_EXEC)?;
+        perm::check(dir, ctx, MAY_EXEC)?;
+        let dotdot = dir.parent;
         let ino = match name {
             b"." => parent,
-            b".." => dir.parent,
+            b".." => dotdot,
             _ => {
                 let found = self.dir_find(&mut st, &Txn::default(), parent, name)?;
                 found.ok_or(Errno::ENOENT)?.entry.ino

@@ -37,12 +37,12 @@ pub(crate) struct State {
 }
 
 impl State {
-    pub fn new(alloc: InoAlloc, cache_bytes: usize, sector_size: u32, generation: u32) -> State {
+    pub fn new(alloc: InoAlloc, cache_bytes: usize, generation: u32) -> State {
         State {
             failed: false,
             inodes: HashMap::new(),
             xattrs: HashMap::new(),
-            buckets: BucketCache::new((cache_bytes / sector_size as usize).max(64)),
+            buckets: BucketCache::new(cache_bytes),
             open: HashMap::new(),
             handles: HashMap::new(),
             next_fh: 1,
