@@ -18,10 +18,23 @@ pub enum FsKind {
     Ext4,
     Xfs,
     Btrfs,
+    /// The FUSE floor (`fuse-floor`): an in-memory FUSE file system with
+    /// atomfs's fuser settings and no storage, for the speed tables only.
+    #[serde(rename = "fusefloor")]
+    FuseFloor,
 }
 
 impl FsKind {
+    /// The default set: the four real file systems.
     pub const ALL: [FsKind; 4] = [FsKind::Atomfs, FsKind::Ext4, FsKind::Xfs, FsKind::Btrfs];
+    /// Every kind `--fs` accepts.
+    pub const KNOWN: [FsKind; 5] = [
+        FsKind::Atomfs,
+        FsKind::Ext4,
+        FsKind::Xfs,
+        FsKind::Btrfs,
+        FsKind::FuseFloor,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -29,7 +42,24 @@ impl FsKind {
             FsKind::Ext4 => "ext4",
             FsKind::Xfs => "xfs",
             FsKind::Btrfs => "btrfs",
+            FsKind::FuseFloor => "fusefloor",
         }
+    }
+
+    /// True if it stores nothing, so its device bytes mean nothing: it is
+    /// left out of every write-amplification figure.
+    pub fn is_floor(self) -> bool {
+        self == FsKind::FuseFloor
+    }
+
+    /// Why `workload` is not run on this file system, if it is not.
+    pub fn refuses(self, workload: &str) -> Option<String> {
+        (self.is_floor() && workload.starts_with("aged")).then(|| {
+            format!(
+                "{workload} is not run on fusefloor: it measures device bytes on a filled \
+                 device, and fusefloor stores no data"
+            )
+        })
     }
 
     /// The options used, as printed with the results.
@@ -41,6 +71,10 @@ impl FsKind {
             }
             FsKind::Xfs => "mkfs.xfs -f; default mount",
             FsKind::Btrfs => "mkfs.btrfs -f; default mount",
+            FsKind::FuseFloor => {
+                "fuse-floor: in-memory FUSE file system, no data kept, atomfs's fuser settings: \
+                 the cost of FUSE alone (speed tables only)"
+            }
         }
     }
 }
@@ -54,19 +88,23 @@ impl fmt::Display for FsKind {
 impl FromStr for FsKind {
     type Err = String;
     fn from_str(s: &str) -> Result<FsKind> {
-        FsKind::ALL
+        FsKind::KNOWN
             .into_iter()
             .find(|k| k.name() == s)
-            .ok_or_else(|| format!("unknown file system {s:?} (atomfs, ext4, xfs, btrfs)"))
+            .ok_or_else(|| {
+                format!("unknown file system {s:?} (atomfs, ext4, xfs, btrfs, fusefloor)")
+            })
     }
 }
 
-/// Where the atomfs binaries are.
+/// Where the atomfs binaries are (and the FUSE floor's, built next to
+/// them from this crate).
 #[derive(Clone, Debug)]
 pub struct AtomfsBins {
     pub mkfs: PathBuf,
     pub mount: PathBuf,
     pub fsck: PathBuf,
+    pub fuse_floor: PathBuf,
 }
 
 impl AtomfsBins {
@@ -88,6 +126,7 @@ impl AtomfsBins {
             mkfs: pick("mkfs.atomfs", "mkfs-atomfs"),
             mount: dir.join("atomfs"),
             fsck: pick("fsck.atomfs", "fsck-atomfs"),
+            fuse_floor: dir.join("fuse-floor"),
         }
     }
 
@@ -97,6 +136,17 @@ impl AtomfsBins {
             .into_iter()
             .find(|p| !sys::is_executable(p))
             .map(|p| format!("{} not built yet", p.display()))
+    }
+
+    /// Why the FUSE floor cannot be tested, if it cannot.
+    pub fn floor_missing(&self) -> Option<String> {
+        if !sys::is_executable(&self.fuse_floor) {
+            return Some(format!(
+                "{} not built yet (cargo build -p atomfs-bench)",
+                self.fuse_floor.display()
+            ));
+        }
+        (!Path::new("/dev/fuse").exists()).then(|| "no /dev/fuse".to_string())
     }
 }
 
@@ -127,6 +177,7 @@ impl FsDriver {
     pub fn unavailable(&self) -> Option<String> {
         let tool = match self.kind {
             FsKind::Atomfs => return self.atomfs.missing(),
+            FsKind::FuseFloor => return self.atomfs.floor_missing(),
             FsKind::Ext4 => "mkfs.ext4",
             FsKind::Xfs => "mkfs.xfs",
             FsKind::Btrfs => "mkfs.btrfs",
@@ -193,6 +244,11 @@ impl FsDriver {
                 c.args(["-f", "-q"]);
                 c
             }
+            FsKind::FuseFloor => {
+                let mut c = Command::new(&self.atomfs.fuse_floor);
+                c.arg("--mkfs");
+                c
+            }
         };
         cmd.arg(dev);
         sys::run(&mut cmd).map(|_| ())
@@ -200,7 +256,8 @@ impl FsDriver {
 
     /// Mounts `dev` on `mnt`. For atomfs the daemon runs in the foreground
     /// as our child, logs to `log`, and is asked to write its block-layer
-    /// counters to `stats_file` on unmount.
+    /// counters to `stats_file` on unmount. The FUSE floor is mounted the
+    /// same way (it has no counters).
     pub fn mount(
         &mut self,
         dev: &LoopDev,
@@ -209,6 +266,12 @@ impl FsDriver {
         stats_file: &Path,
     ) -> Result<Mount> {
         std::fs::create_dir_all(mnt).map_err(|e| format!("mkdir {}: {e}", mnt.display()))?;
+        if self.kind == FsKind::FuseFloor {
+            // Always in the foreground, like `atomfs -f`.
+            let mut c = Command::new(&self.atomfs.fuse_floor);
+            c.arg(&dev.dev).arg(mnt);
+            return Mount::fuse(c, mnt, log, MOUNT_TIMEOUT);
+        }
         if self.kind != FsKind::Atomfs {
             sys::run(
                 Command::new("mount")

@@ -14,7 +14,8 @@ struct Args {
     /// Small sizes: finishes in about two minutes for all four file systems.
     #[arg(long)]
     quick: bool,
-    /// File systems, comma-separated (atomfs, ext4, xfs, btrfs).
+    /// File systems, comma-separated (atomfs, ext4, xfs, btrfs; also
+    /// fusefloor, the FUSE floor: not in the default set, speed tables only).
     #[arg(long, value_delimiter = ',', default_value = "atomfs,ext4,xfs,btrfs")]
     fs: Vec<FsKind>,
     /// Workloads, comma-separated: create_fsync, append_fsync,
