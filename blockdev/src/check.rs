@@ -124,7 +124,7 @@ pub fn check<M: Media>(media: &M) -> CheckReport {
         if live[s] > 0
             && matches!(
                 si.state,
-                SegState::Free | SegState::Ckpt | SegState::Quarantine
+                SegState::Free | SegState::Ckpt | SegState::Quarantine | SegState::Recycled
             )
         {
             r.push(

@@ -217,6 +217,7 @@ pub fn decode_blob(b: &[u8], seg_count: u32) -> Result<Blob, String> {
             first_rec: get_u32(e, 8),
             owner,
             stamp: 0,
+            covered: false,
         });
         at += BLOB_SEG_BYTES as usize;
     }

@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use atomic_api::{check_read, AtomicDevice, Error, Geometry, Request, Result, Space, Stats};
 
-use crate::layout::{Layout, Superblock, DATA_START_BYTES, FORMAT_VERSION, SB_OFFSETS};
+use crate::layout::{
+    Layout, Superblock, DATA_START_BYTES, FORMAT_VERSION, INCOMPAT_GC_RECYCLE, SB_OFFSETS,
+};
 use crate::media::Media;
 use crate::segments::SegState;
 use crate::state::{io_err, State};
@@ -195,7 +197,7 @@ impl<M: Media> LogDevice<M> {
         let sb = Superblock {
             version: FORMAT_VERSION,
             compat: 0,
-            incompat: 0,
+            incompat: INCOMPAT_GC_RECYCLE,
             ro_compat: 0,
             uuid: options.uuid.unwrap_or_else(random_uuid),
             sector_size: ss,
@@ -380,7 +382,7 @@ impl<M: Media> LogDevice<M> {
             if live[s] > 0
                 && matches!(
                     info.state,
-                    SegState::Free | SegState::Ckpt | SegState::Quarantine
+                    SegState::Free | SegState::Ckpt | SegState::Quarantine | SegState::Recycled
                 )
             {
                 return Err(format!(

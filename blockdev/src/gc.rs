@@ -1,7 +1,8 @@
 //! Garbage collection: pick a sealed segment, find its live sectors by
 //! reading its record headers (the segment summary) and checking each
 //! (lba, phys) against the map, copy them forward as GC records into the
-//! separate GC stream, and quarantine the segment until the next checkpoint.
+//! separate GC stream, and quarantine the segment until the next checkpoint
+//! (or until a media flush recycles it for the GC stream).
 
 use atomic_api::Result;
 
@@ -12,7 +13,8 @@ use crate::segments::{SegState, NO_RECORD};
 use crate::state::{record_size, State};
 
 /// Chooses a victim among sealed segments: fewest live sectors when
-/// `greedy`, else best cost-benefit (age x free / (1 + used)).
+/// `greedy`, else an empty one, else best cost-benefit (age x free / (1 +
+/// used)).
 pub fn pick_victim(st: &State, greedy: bool) -> Option<u32> {
     let seg = st.l.seg_sectors as f64;
     let now = st.user.seq;
@@ -24,6 +26,11 @@ pub fn pick_victim(st: &State, greedy: bool) -> Option<u32> {
         let u = f64::from(s.live) / seg;
         let score = if greedy {
             -f64::from(s.live)
+        } else if s.live == 0 {
+            // Nothing to copy: free to clean, whatever its age (the age
+            // term would otherwise pass over a young segment that
+            // overwrites have emptied).
+            f64::INFINITY
         } else {
             if u > 0.9 {
                 continue;
@@ -248,7 +255,8 @@ pub fn plan_clean(st: &mut State, m: &dyn Media, v: u32) -> Result<CleanPlan> {
 pub fn clean(st: &mut State, m: &dyn Media, plan: CleanPlan) -> Result<()> {
     let v = plan.victim;
     let ss = st.l.ss as usize;
-    let free_before = st.segs.free_count();
+    let takeable = |st: &State| st.segs.free_count() + st.segs.recycled_count();
+    let before = takeable(st);
     for runs in plan.records {
         let total: u64 = runs.iter().map(|r| r.len).sum();
         // Room for exactly the header `write_record` will need, so the
@@ -278,7 +286,7 @@ pub fn clean(st: &mut State, m: &dyn Media, plan: CleanPlan) -> Result<()> {
         }
     }
     debug_assert_eq!(
-        free_before - st.segs.free_count(),
+        before - takeable(st),
         plan.segments,
         "cleaning segment {v} took other than the planned segments"
     );
@@ -287,7 +295,7 @@ pub fn clean(st: &mut State, m: &dyn Media, plan: CleanPlan) -> Result<()> {
         "segment {v} still live after GC"
     );
     if st.segs.info[v as usize].live == 0 {
-        st.segs.quarantine_seg(v);
+        st.segs.quarantine_seg(v, st.stats.media_flushes);
     }
     Ok(())
 }

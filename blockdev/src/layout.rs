@@ -15,8 +15,14 @@ use crate::codec::{get_u32, get_u64, put_u32, put_u64};
 pub const SB_MAGIC: [u8; 8] = *b"ATOMFSBL";
 /// On-disk format version this code writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
-/// Incompatible feature bits this code understands (none yet).
-pub const SUPPORTED_INCOMPAT: u32 = 0;
+/// Incompatible feature bits this code understands.
+pub const SUPPORTED_INCOMPAT: u32 = INCOMPAT_GC_RECYCLE;
+/// Incompatible feature: GC records may reuse segments cleaned since the
+/// checkpoint (FORMAT.md, "Recycling without a checkpoint"). Recovery
+/// without it stops at such a record, so a build that does not know the
+/// bit must not open the media. Set by `format`; media formatted without it
+/// are never written that way.
+pub const INCOMPAT_GC_RECYCLE: u32 = 1;
 /// Read-only-compatible feature bits this code understands (none yet).
 pub const SUPPORTED_RO_COMPAT: u32 = 0;
 /// Byte offsets of the two superblock copies.
@@ -202,6 +208,12 @@ pub struct Layout {
 }
 
 impl Layout {
+    /// Whether GC may rewrite cleaned segments before the next checkpoint
+    /// (`INCOMPAT_GC_RECYCLE`).
+    pub fn gc_recycles(&self) -> bool {
+        self.sb.incompat & INCOMPAT_GC_RECYCLE != 0
+    }
+
     pub fn new(sb: Superblock) -> Result<Self, String> {
         sb.sanity()?;
         let ss = u64::from(sb.sector_size);

@@ -332,11 +332,12 @@ fn replay(st: &mut State, m: &dyn Media, kind: Kind) -> io::Result<(u64, String)
         let mut distinct = h.span.clone();
         distinct.sort_unstable();
         distinct.dedup();
-        if distinct.len() != h.span.len()
-            || h.span
-                .iter()
-                .any(|s| *s >= st.l.segs || !st.segs.is_free(*s))
-        {
+        // A GC record may also enter a segment the checkpoint holds as
+        // sealed once nothing maps into it any more: the run time recycled
+        // it (`SegTable::recycle`).
+        let recycles = kind == Kind::Gc && st.l.gc_recycles();
+        let usable = |s: u32| st.segs.is_free(s) || (recycles && st.segs.reusable_by_gc(s));
+        if distinct.len() != h.span.len() || h.span.iter().any(|s| *s >= st.l.segs || !usable(*s)) {
             return stop("span names a segment in use");
         }
         let mut segs = vec![stream.seg];
@@ -379,7 +380,8 @@ fn replay(st: &mut State, m: &dyn Media, kind: Kind) -> io::Result<(u64, String)
             Kind::Gc => SegState::OpenGc,
         };
         for &s in &h.span {
-            st.segs.take(s, open);
+            let taken = st.segs.take(s, open) || st.segs.take_reused(s);
+            debug_assert!(taken, "span segment {s} checked usable");
         }
         for &(lba, n) in &h.trims {
             st.unmap(lba, n);
