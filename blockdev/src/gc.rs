@@ -271,7 +271,8 @@ pub fn clean(st: &mut State, m: &dyn Media, plan: CleanPlan) -> Result<()> {
             st.read_media(m, r.old, &mut buf[at..at + len])?;
             at += len;
         }
-        let place = st.write_record(m, Kind::Gc, &[], &runs, &mut buf, &mut reserve, false)?;
+        let place =
+            st.write_record(m, Kind::Gc, &[], &runs, &mut buf, &mut reserve, false, None)?;
         debug_assert_eq!(reserve, place.h);
         let mut d = place.h;
         for r in &runs {

@@ -13,7 +13,8 @@ use crate::layout::{Layout, GC_HEADROOM_SEGS, SLOT_OFFSETS};
 use crate::media::{AlignedBuf, Media};
 use crate::placement::{span_needed, Placement};
 use crate::record::{
-    entry_bytes, header_sectors_for, record_crc, set_crc, Kind, RecordHeader, Run, MAX_SPAN,
+    entry_bytes, header_sectors_for, record_crc, record_crc_with, set_crc, Kind, PayloadDigest,
+    RecordHeader, Run, MAX_SPAN,
 };
 use crate::segments::{SegState, SegTable, NO_RECORD};
 use crate::write_behind::{RecordPiece, WriteBehind};
@@ -73,6 +74,10 @@ pub struct State {
     pub dead: u64,
     /// Sectors of pending extents in the map.
     pub pending_sectors: u64,
+    /// Digest of the batch's data sectors, fed as they are appended (while
+    /// they are in the cache from the copy); None once a sector was
+    /// overwritten in place, which the running digest cannot take back.
+    pub digest: Option<PayloadDigest>,
     /// Appended runs (buffer position, lba, len), in buffer order.
     pub runs: Vec<(u64, u64, u64)>,
     /// Trims of the batch, in order.
@@ -150,6 +155,7 @@ impl State {
             buf_sectors: 0,
             dead: 0,
             pending_sectors: 0,
+            digest: Some(PayloadDigest::new()),
             runs: Vec::new(),
             trims: Vec::new(),
             entries: 0,
@@ -413,6 +419,7 @@ impl State {
             self.batch_append(lba, data);
             return;
         }
+        self.digest = None;
         if covered == n {
             return;
         }
@@ -458,7 +465,17 @@ impl State {
         let buf = self.buf.as_mut().expect("batch buffer");
         debug_assert_eq!(buf.len() as u64, (self.hdr_reserve + pos) * ss);
         debug_assert!(self.hdr_reserve <= self.max_hdr_reserve);
-        buf.extend_from_slice(data);
+        match self.digest.as_mut() {
+            // In pieces, so that each is digested while it is still in the
+            // L1/L2 cache from the copy.
+            Some(digest) => {
+                for piece in data.chunks(DIGEST_PIECE_BYTES) {
+                    buf.extend_from_slice(piece);
+                    digest.update(piece);
+                }
+            }
+            None => buf.extend_from_slice(data),
+        }
         self.buf_sectors += n;
         self.pending_sectors += n;
         match self.runs.last_mut() {
@@ -565,7 +582,23 @@ impl State {
             .map(|&(_, lba, len)| Run { lba, len, old: 0 })
             .collect();
         let trims = std::mem::take(&mut self.trims);
-        let r = self.write_record(m, Kind::User, &trims, &runs, &mut buf, &mut reserve, behind);
+        // Dead sectors were compacted away above: the running digest then
+        // covers bytes that are no longer in the record.
+        let digest = self
+            .digest
+            .replace(PayloadDigest::new())
+            .filter(|_| self.dead == 0)
+            .map(|d| d.finish());
+        let r = self.write_record(
+            m,
+            Kind::User,
+            &trims,
+            &runs,
+            &mut buf,
+            &mut reserve,
+            behind,
+            digest,
+        );
         self.hdr_reserve = reserve;
         buf.resize(reserve as usize * ss);
         self.buf = Some(buf);
@@ -652,7 +685,8 @@ impl State {
     /// else copied once into a new buffer. Returns where it went; the
     /// caller updates the map. With write-behind on and `behind`, a record
     /// written from `buf` is only started: `buf` goes to the writer thread
-    /// and is replaced by the spare (empty) buffer.
+    /// and is replaced by the spare (empty) buffer. `digest`: the
+    /// payload's digest if the caller kept it while filling `buf`.
     #[allow(clippy::too_many_arguments)]
     pub fn write_record(
         &mut self,
@@ -663,6 +697,7 @@ impl State {
         buf: &mut AlignedBuf,
         reserve: &mut u64,
         behind: bool,
+        digest: Option<u64>,
     ) -> Result<Placement> {
         let ss = self.l.ss;
         let seg_sectors = self.l.seg_sectors;
@@ -748,7 +783,13 @@ impl State {
             debug_assert_eq!(out.len() as u64, total * ss);
             let hb = (h * ss) as usize;
             header.encode_into(&mut out[..hb]);
-            let crc = record_crc(&out[..hb], &out[hb..]);
+            let crc = match digest {
+                Some(d) => {
+                    debug_assert_eq!(d, PayloadDigest::of(&out[hb..]), "running digest");
+                    record_crc_with(&out[..hb], d)
+                }
+                None => record_crc(&out[..hb], &out[hb..]),
+            };
             set_crc(&mut out[..hb], crc);
         }
         let mut pieces = Vec::with_capacity(place.segs.len());
@@ -1125,6 +1166,10 @@ impl State {
         Ok(())
     }
 }
+
+/// Bytes copied into the batch buffer between digest updates: small enough
+/// to stay in the L1/L2 cache from the copy to the digest.
+const DIGEST_PIECE_BYTES: usize = 32 << 10;
 
 /// Cleaned victims the cleaner lets wait for a media flush before it
 /// flushes to recycle them (unless the free pool cannot spare more): one
