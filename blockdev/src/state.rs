@@ -197,13 +197,31 @@ impl State {
         r
     }
 
-    /// Waits for the write-behind write in flight, if any. Its failure
+    /// Waits for every write-behind write queued or in progress. A failure
     /// fails the device: the map already points at what it was writing.
     pub fn settle(&mut self) -> Result<()> {
         let Some(wb) = self.wb.as_mut() else {
             return Ok(());
         };
-        wb.wait().map_err(|e| {
+        let r = wb.wait();
+        self.write_behind_outcome(r)
+    }
+
+    /// Waits for the oldest write-behind write if the queue is full, so
+    /// that one more record can be queued.
+    fn settle_slot(&mut self) -> Result<()> {
+        let Some(wb) = self.wb.as_mut() else {
+            return Ok(());
+        };
+        if !wb.full() {
+            return Ok(());
+        }
+        let r = wb.wait_oldest();
+        self.write_behind_outcome(r)
+    }
+
+    fn write_behind_outcome(&mut self, r: io::Result<()>) -> Result<()> {
+        r.map_err(|e| {
             if self.failed.is_none() {
                 self.failed = Some(format!("media I/O error during write-behind write: {e}"));
             }
@@ -211,7 +229,7 @@ impl State {
         })
     }
 
-    /// `settle` if the write in flight covers any of media sectors
+    /// `settle` if a queued write covers any of media sectors
     /// `phys..phys + n` (reads of other sectors need not wait).
     fn settle_for(&mut self, phys: u64, n: u64) -> Result<()> {
         if self.wb.as_ref().is_some_and(|wb| wb.overlaps(phys, n)) {
@@ -799,10 +817,15 @@ impl State {
             v += n;
         });
         // Everything above (header, digest) is CPU work that overlaps the
-        // write in flight; the media is touched only from here on, once
-        // that write is done: one write in flight at most, and records
-        // reach the media in stream order.
-        self.settle()?;
+        // writes in flight. A record that goes behind joins the writer's
+        // queue (once it has room); one written here waits until the queue
+        // is empty. Either way records reach the media in stream order, one
+        // write at a time.
+        if behind && big.is_none() && self.wb.is_some() {
+            self.settle_slot()?;
+        } else {
+            self.settle()?;
+        }
         match (self.wb.as_mut(), big) {
             // A batch record in the batch buffer goes behind: the buffer
             // travels to the writer thread and the batch continues in the

@@ -1,21 +1,27 @@
 //! Write-behind: a finished batch record is written by a writer thread
-//! while the caller fills the next batch in a second buffer.
+//! while the caller fills the next batch in another buffer.
 //!
-//! Only one write is ever in flight, and every other media access of the
-//! device (the next record, a flush, a checkpoint, GC, a discard, close, a
-//! read of a sector the record covers) first waits for it (`State::settle`),
-//! so the media sees exactly the same sequence of writes and flushes as
-//! without write-behind: crash images and recovery are unchanged. What
-//! changes is when a write error is seen: by the next call that waits, which
-//! then fails the device (fail-stop). Nothing is acknowledged as durable
-//! before `flush`, which waits for the write and then flushes the media.
+//! The writer thread writes the records it is given one at a time, in the
+//! order given, and every other media access of the device (a record
+//! written by the caller itself, a flush, a checkpoint, GC, a discard,
+//! close, a read of a sector a queued record covers) first waits for all of
+//! them (`State::settle`), so the media sees exactly the same sequence of
+//! writes and flushes as without write-behind: crash images and recovery
+//! are unchanged. Up to [`MAX_IN_FLIGHT`] records may be queued or being
+//! written, so that the writer has the next one ready when it finishes one
+//! (handing over one at a time left the media idle for two thread wake-ups
+//! per record). What changes is when a write error is seen: by the next
+//! call that waits, which then fails the device (fail-stop); the writer
+//! writes nothing after a failed write. Nothing is acknowledged as durable
+//! before `flush`, which waits for the writes and then flushes the media.
 //!
-//! Memory: the record's buffer travels to the thread and comes back as the
-//! spare; with the batch buffer that makes at most two.
+//! Memory: a record's buffer travels to the thread and comes back as a
+//! spare; with the batch buffer that makes at most `MAX_IN_FLIGHT + 1`.
 //!
 //! Only full batches go behind (a write started from `submit`); `flush` and
 //! `checkpoint` write their batch themselves, since they wait for it anyway.
 
+use std::collections::VecDeque;
 use std::io;
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
@@ -31,18 +37,22 @@ pub struct RecordPiece {
     pub n: u64,
 }
 
+/// Records queued for or being written by the writer thread, at most.
+pub const MAX_IN_FLIGHT: usize = 2;
+
 /// The writer side of a `LogDevice` with write-behind on: one long-lived
-/// writer thread (started at the first write), fed one record at a time.
+/// writer thread (started at the first write), fed records in order.
 /// (A thread per record cost a thread start per record, about a
 /// millisecond each on a loaded machine.)
 pub struct WriteBehind {
     /// The device's media, shared with the writer thread.
     media: Arc<dyn Media>,
     writer: Option<Writer>,
-    /// Media sectors of the record in flight (reads of them must wait).
-    inflight: Option<Vec<RecordPiece>>,
-    /// The buffer of the last finished write, for the next swap.
-    spare: Option<AlignedBuf>,
+    /// Media sectors of each record queued or being written, oldest first
+    /// (reads of them must wait).
+    inflight: VecDeque<Vec<RecordPiece>>,
+    /// Buffers of finished writes, for the next swaps.
+    spares: Vec<AlignedBuf>,
 }
 
 /// A record to write: `pieces` of `ss`-byte sectors of `buf` from byte
@@ -64,13 +74,24 @@ struct Writer {
 
 impl Writer {
     fn spawn(media: Arc<dyn Media>) -> io::Result<Self> {
-        let (jobs, job_rx) = mpsc::sync_channel::<Job>(1);
-        let (done_tx, done) = mpsc::sync_channel(1);
+        let (jobs, job_rx) = mpsc::sync_channel::<Job>(MAX_IN_FLIGHT);
+        let (done_tx, done) = mpsc::sync_channel(MAX_IN_FLIGHT);
         let thread = std::thread::Builder::new()
             .name("atomfs-write-behind".into())
             .spawn(move || {
+                // After a failed write the records behind it are not
+                // written: the device is failing, and a record after a hole
+                // in the log is never replayed anyway.
+                let mut failed = false;
                 while let Ok(job) = job_rx.recv() {
-                    let r = write(&*media, &job);
+                    let r = if failed {
+                        Err(io::Error::other(
+                            "not written after an earlier failed write",
+                        ))
+                    } else {
+                        write(&*media, &job)
+                    };
+                    failed |= r.is_err();
                     if done_tx.send((job.buf, r)).is_err() {
                         break;
                     }
@@ -112,8 +133,8 @@ impl WriteBehind {
         Self {
             media,
             writer: None,
-            inflight: None,
-            spare: None,
+            inflight: VecDeque::new(),
+            spares: Vec::new(),
         }
     }
 
@@ -122,34 +143,38 @@ impl WriteBehind {
         std::ptr::addr_eq(Arc::as_ptr(&self.media), m as *const dyn Media)
     }
 
-    /// Whether a write is in flight.
+    /// Whether a write is queued or in progress.
     pub fn busy(&self) -> bool {
-        self.inflight.is_some()
+        !self.inflight.is_empty()
     }
 
-    /// Whether the write in flight covers any of media sectors
+    /// Whether another record must wait for the oldest one first.
+    pub fn full(&self) -> bool {
+        self.inflight.len() >= MAX_IN_FLIGHT
+    }
+
+    /// Whether a queued or running write covers any of media sectors
     /// `phys..phys + n`.
     pub fn overlaps(&self, phys: u64, n: u64) -> bool {
-        self.inflight.as_ref().is_some_and(|pieces| {
-            pieces
-                .iter()
-                .any(|p| p.phys < phys + n && phys < p.phys + p.n)
-        })
+        self.inflight
+            .iter()
+            .flatten()
+            .any(|p| p.phys < phys + n && phys < p.phys + p.n)
     }
 
-    /// A buffer of `capacity` bytes to continue the batch in: the spare if
-    /// there is one. Called only with no write in flight, so the batch
-    /// buffer plus this one are the only two.
+    /// A buffer of `capacity` bytes to continue the batch in: a spare if
+    /// there is one.
     pub fn take_spare(&mut self, capacity: usize) -> AlignedBuf {
-        debug_assert!(!self.busy(), "a spare buffer while a write is in flight");
-        match self.spare.take() {
+        debug_assert!(!self.full(), "a spare buffer with the queue full");
+        match self.spares.pop() {
             Some(b) if b.capacity() >= capacity => b,
             _ => AlignedBuf::with_capacity(0, capacity),
         }
     }
 
-    /// Starts writing the record that begins at byte `start` of `buf`, in
-    /// `pieces` of `ss`-byte sectors. No write may be in flight.
+    /// Queues the record that begins at byte `start` of `buf`, in `pieces`
+    /// of `ss`-byte sectors, behind those already queued. The queue must
+    /// not be full.
     pub fn start(
         &mut self,
         buf: AlignedBuf,
@@ -157,7 +182,10 @@ impl WriteBehind {
         pieces: Vec<RecordPiece>,
         ss: u64,
     ) -> io::Result<()> {
-        assert!(!self.busy(), "two write-behind writes in flight");
+        assert!(
+            !self.full(),
+            "more than {MAX_IN_FLIGHT} write-behind writes"
+        );
         if self.writer.is_none() {
             self.writer = Some(Writer::spawn(Arc::clone(&self.media))?);
         }
@@ -174,14 +202,14 @@ impl WriteBehind {
         };
         jobs.send(job)
             .map_err(|_| io::Error::other("write-behind thread is gone"))?;
-        self.inflight = Some(pieces);
+        self.inflight.push_back(pieces);
         Ok(())
     }
 
-    /// Waits for the write in flight, if any, and returns its outcome. Its
-    /// buffer becomes the spare.
-    pub fn wait(&mut self) -> io::Result<()> {
-        if self.inflight.take().is_none() {
+    /// Waits for the oldest queued write, if any, and returns its outcome.
+    /// Its buffer becomes a spare.
+    pub fn wait_oldest(&mut self) -> io::Result<()> {
+        if self.inflight.pop_front().is_none() {
             return Ok(());
         }
         let writer = self
@@ -190,10 +218,22 @@ impl WriteBehind {
             .expect("a write in flight has a writer");
         match writer.done.recv() {
             Ok((buf, r)) => {
-                self.spare = Some(buf);
+                self.spares.push(buf);
                 r
             }
             Err(_) => Err(io::Error::other("write-behind thread panicked")),
         }
+    }
+
+    /// Waits for every queued write; the first failure is the outcome.
+    pub fn wait(&mut self) -> io::Result<()> {
+        let mut outcome = Ok(());
+        while self.busy() {
+            let r = self.wait_oldest();
+            if outcome.is_ok() {
+                outcome = r;
+            }
+        }
+        outcome
     }
 }
