@@ -3,7 +3,7 @@
 use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::ops::Range;
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 
 use atomic_api::{check_read, AtomicDevice, Error, Geometry, Request, Result, Space, Stats};
 
@@ -126,6 +126,8 @@ pub struct LogDevice<M: Media> {
     media: Arc<M>,
     geometry: Geometry,
     state: Mutex<State>,
+    /// Signalled when a flush that ran without the state lock is done.
+    flushed: Condvar,
     /// `State::readers`, reachable without the state lock.
     readers: Arc<RwLock<()>>,
 }
@@ -301,6 +303,7 @@ impl<M: Media> LogDevice<M> {
             media,
             readers: Arc::clone(&st.readers),
             state: Mutex::new(st),
+            flushed: Condvar::new(),
         }
     }
 
@@ -436,11 +439,52 @@ impl<M: Media> AtomicDevice for LogDevice<M> {
         }
     }
 
+    /// Group commit across threads: the media flush (fdatasync, the slow
+    /// part) runs without the state lock, so other threads keep
+    /// submitting meanwhile, and a caller whose requests a flush already
+    /// in progress covers waits for that one instead of starting another.
     fn flush(&self) -> Result<()> {
         let mut st = self.lock();
         st.writable()?;
-        let r = st.flush(&*self.media);
-        st.poison(r)
+        // Every request submitted before this call must be durable when
+        // it returns.
+        let ticket = st.stats.requests;
+        loop {
+            if st.durable_requests >= ticket {
+                st.stats.flushes += 1;
+                return Ok(());
+            }
+            if !st.flushing {
+                break;
+            }
+            st = self.flushed.wait(st).unwrap_or_else(|e| e.into_inner());
+            st.healthy()?;
+        }
+        // This thread flushes, for everyone who submitted so far.
+        let r = st.flush_prepare(&*self.media);
+        st.poison(r)?;
+        let covers = st.stats.requests;
+        let written = st.write_gen;
+        let index = st.unsynced.then(|| st.start_media_flush());
+        st.flushing = true;
+        drop(st);
+        let r = match index {
+            Some(_) => self.media.flush().map_err(|e| io_err("flush", e)),
+            None => Ok(()),
+        };
+        let mut st = self.lock();
+        st.flushing = false;
+        self.flushed.notify_all();
+        st.poison(r)?;
+        if let Some(index) = index {
+            st.media_flushed(index);
+            if st.write_gen == written {
+                st.unsynced = false;
+            }
+        }
+        st.durable_requests = st.durable_requests.max(covers);
+        st.stats.flushes += 1;
+        Ok(())
     }
 
     fn next_mapped(&self, from: u64) -> Result<Option<Range<u64>>> {

@@ -296,7 +296,7 @@ pub fn clean(st: &mut State, m: &dyn Media, plan: CleanPlan) -> Result<()> {
         "segment {v} still live after GC"
     );
     if st.segs.info[v as usize].live == 0 {
-        st.segs.quarantine_seg(v, st.stats.media_flushes);
+        st.segs.quarantine_seg(v, st.media_flush_starts);
     }
     Ok(())
 }

@@ -210,8 +210,8 @@ impl SegTable {
         self.info[s as usize].state = state;
     }
 
-    /// GC finished with `s` when the media had been flushed `flushes`
-    /// times: hold it until the next checkpoint, or until `recycle`.
+    /// GC finished with `s` when `flushes` media flushes had started: hold
+    /// it until the next checkpoint, or until `recycle`.
     pub fn quarantine_seg(&mut self, s: u32, flushes: u64) {
         debug_assert_eq!(
             self.info[s as usize].live, 0,
@@ -222,8 +222,8 @@ impl SegTable {
     }
 
     /// Hands the GC stream every quarantined segment that is covered by
-    /// the durable checkpoint and was cleaned before the media flush
-    /// numbered `flushes` (the count after it). Such a segment can be
+    /// the durable checkpoint and was cleaned before media flush number
+    /// `flush` started (that flush has completed). Such a segment can be
     /// rewritten without a checkpoint: recovery starts at that checkpoint,
     /// so it replays no record from the segment, and the records that
     /// moved or overwrote its data are durable (they were written before
@@ -232,13 +232,13 @@ impl SegTable {
     /// after the user stream, in its own order). Only the GC stream may
     /// take it: a user record naming it would be replayed before the GC
     /// records that empty it. Returns how many segments were recycled.
-    pub fn recycle(&mut self, flushes: u64) -> u64 {
+    pub fn recycle(&mut self, flush: u64) -> u64 {
         let before = self.recycled.len();
         let info = &mut self.info;
         let recycled = &mut self.recycled;
         self.quarantine.retain(|&(s, at)| {
             let i = &mut info[s as usize];
-            if at < flushes && i.covered {
+            if at < flush && i.covered {
                 i.state = SegState::Recycled;
                 i.owner = None;
                 i.first_rec = NO_RECORD;

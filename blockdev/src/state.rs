@@ -88,6 +88,16 @@ pub struct State {
     pub batch_limit: u64,
     // ---- durability bookkeeping
     pub unsynced: bool,
+    /// Bumped by every record written; a flush that ran without the lock
+    /// clears `unsynced` only if nothing was written meanwhile.
+    pub write_gen: u64,
+    /// Media flushes started (the number of the latest one): a cleaned
+    /// segment remembers it and is recycled by a later one.
+    pub media_flush_starts: u64,
+    /// A `LogDevice::flush` is flushing the media without the lock.
+    pub flushing: bool,
+    /// Requests (by `stats.requests`) that a completed flush made durable.
+    pub durable_requests: u64,
     pub log_since_ckpt: u64,
     pub ckpt_interval_base: u64,
     /// Fixed cleaning batch (see `clean_batch_segs`); None = automatic.
@@ -160,6 +170,10 @@ impl State {
             trims: Vec::new(),
             entries: 0,
             unsynced: false,
+            write_gen: 0,
+            media_flush_starts: 0,
+            flushing: false,
+            durable_requests: 0,
             log_since_ckpt: 0,
             ckpt_interval_base: ckpt_interval.unwrap_or((media_bytes / 8).clamp(1 << 20, 64 << 20)),
             gc_batch_segs: None,
@@ -858,6 +872,7 @@ impl State {
             Kind::Gc => self.stats.media_gc_bytes += total * ss,
         }
         self.unsynced = true;
+        self.write_gen += 1;
         self.log_since_ckpt += total * ss;
         self.note_record(kind, &place);
         Ok(place)
@@ -904,38 +919,49 @@ impl State {
 
     // ------------------------------------------------------------ flush
 
-    pub fn flush(&mut self, m: &dyn Media) -> Result<()> {
+    /// The part of a flush that needs the lock: the batch is written and
+    /// every write-behind write is done, so a media flush from here on
+    /// covers every request submitted so far.
+    pub fn flush_prepare(&mut self, m: &dyn Media) -> Result<()> {
         self.write_batch(m, false)?;
         // Every acknowledged request is on the media before it is flushed.
-        self.settle()?;
-        if self.unsynced {
-            self.media_flush(m)?;
-        }
-        self.stats.flushes += 1;
-        Ok(())
+        self.settle()
     }
 
     /// Flushes the media (everything written is durable), then recycles
     /// what that flush made recyclable.
     fn media_flush(&mut self, m: &dyn Media) -> Result<()> {
         debug_assert!(self.media_idle());
+        let index = self.start_media_flush();
         m.flush().map_err(|e| io_err("flush", e))?;
-        self.stats.media_flushes += 1;
+        self.media_flushed(index);
         self.unsynced = false;
-        self.recycle();
         Ok(())
     }
 
-    /// Hands the GC stream the cleaned segments the last media flush made
-    /// reusable without a checkpoint (see `SegTable::recycle` for why that
-    /// is safe), once no read of them is in flight.
-    fn recycle(&mut self) {
+    /// Numbers a media flush about to start (see `media_flushed`).
+    pub fn start_media_flush(&mut self) -> u64 {
+        self.media_flush_starts += 1;
+        self.media_flush_starts
+    }
+
+    /// Media flush number `index` completed: everything written before it
+    /// started is durable.
+    pub fn media_flushed(&mut self, index: u64) {
+        self.stats.media_flushes += 1;
+        self.recycle(index);
+    }
+
+    /// Hands the GC stream the cleaned segments that media flush number
+    /// `index` made reusable without a checkpoint (see `SegTable::recycle`
+    /// for why that is safe), once no read of them is in flight.
+    fn recycle(&mut self, index: u64) {
         if !self.l.gc_recycles() || self.segs.recyclable_count() == 0 {
             return;
         }
         let readers = Arc::clone(&self.readers);
         let _no_reads = readers.write().unwrap_or_else(|e| e.into_inner());
-        self.segs.recycle(self.stats.media_flushes);
+        self.segs.recycle(index);
     }
 
     fn ckpt_interval(&self) -> u64 {
@@ -1001,7 +1027,7 @@ impl State {
             })
             .collect();
         for s in empty {
-            self.segs.quarantine_seg(s, self.stats.media_flushes);
+            self.segs.quarantine_seg(s, self.media_flush_starts);
         }
         // The segment table as it is once this checkpoint is durable.
         let mut table = self.segs.info.clone();
@@ -1040,6 +1066,7 @@ impl State {
                 .map_err(|e| io_err("checkpoint write", e))?;
             written += chunk.len() as u64;
         }
+        self.media_flush_starts += 1;
         m.flush().map_err(|e| io_err("checkpoint flush", e))?;
         let slot = Slot {
             uuid: self.uuid,
@@ -1052,6 +1079,7 @@ impl State {
         let sb = slot.encode();
         m.write_at(SLOT_OFFSETS[(gen % 2) as usize], &sb)
             .map_err(|e| io_err("checkpoint slot write", e))?;
+        self.media_flush_starts += 1;
         m.flush().map_err(|e| io_err("checkpoint flush", e))?;
         self.stats.media_flushes += 2;
         self.stats.media_checkpoint_bytes += written + sb.len() as u64;
@@ -1072,6 +1100,7 @@ impl State {
         self.ckpt_gen = gen;
         self.log_since_ckpt = 0;
         self.unsynced = false;
+        self.durable_requests = self.stats.requests;
         self.last_blob_bytes = blob_bytes;
         Ok(())
     }

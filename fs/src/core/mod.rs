@@ -92,9 +92,24 @@ impl<D: AtomicDevice> Fs<D> {
     }
 
     /// Makes everything done so far durable (`device.flush()`).
+    ///
+    /// Without the metadata lock: every operation that returned before
+    /// this call has submitted its request, and the device's flush covers
+    /// every request submitted before it is called. So other operations
+    /// go on while the media flushes, and fsyncs from several threads
+    /// share the device's flushes (group commit).
     pub fn sync(&self) -> Result<()> {
-        let mut st = self.lock();
-        self.flush_locked(&mut st)
+        if self.read_only {
+            return Ok(());
+        }
+        if self.lock().failed {
+            return Err(Errno::EIO);
+        }
+        self.dev.flush().map_err(|e| {
+            self.lock().failed = true;
+            log::error!("atomfs: flush failed, refusing further writes: {e}");
+            Errno::EIO
+        })
     }
 
     /// fsync / fdatasync of a file: a device flush (every change is already

@@ -1,0 +1,148 @@
+//! Group commit across threads: `LogDevice::flush` flushes the media
+//! without its lock, and a flush whose requests a flush in progress covers
+//! waits for that one. Each flush must still make every request submitted
+//! before it durable.
+
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use atomic_api::conformance::pattern;
+use atomic_api::{AtomicDevice, Request};
+use blockdev::{FormatOptions, LogDevice, Media, OpenOptions, SimMedia};
+
+/// A `SimMedia` whose flush takes `delay`, like a disk's cache flush.
+#[derive(Clone)]
+struct SlowFlush {
+    inner: SimMedia,
+    delay: Duration,
+    flushes: Arc<AtomicU64>,
+}
+
+impl Media for SlowFlush {
+    fn sector_size(&self) -> u32 {
+        self.inner.sector_size()
+    }
+    fn len_bytes(&self) -> u64 {
+        self.inner.len_bytes()
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.inner.read_at(offset, buf)
+    }
+    fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.inner.write_at(offset, data)
+    }
+    fn flush(&self) -> io::Result<()> {
+        std::thread::sleep(self.delay);
+        self.inner.flush()?;
+        self.flushes.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+    fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.inner.discard(offset, len)
+    }
+    fn describe(&self) -> String {
+        "slow-flush".into()
+    }
+}
+
+const SS: u32 = 512;
+const THREADS: u64 = 8;
+const ROUNDS: u64 = 12;
+
+#[test]
+fn flushes_from_many_threads_share_media_flushes_and_each_is_durable() {
+    let media = SlowFlush {
+        inner: SimMedia::new(SS, 16 << 20),
+        delay: Duration::from_millis(3),
+        flushes: Arc::default(),
+    };
+    let dev = LogDevice::format(
+        media.clone(),
+        &FormatOptions {
+            segment_size_bytes: 256 << 10,
+            write_behind: Some(false),
+            ..FormatOptions::default()
+        },
+    )
+    .unwrap();
+    let before = media.flushes.load(Ordering::Relaxed);
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let (dev, media) = (&dev, &media);
+            s.spawn(move || {
+                let lba = t * 1000;
+                for round in 1..=ROUNDS {
+                    let tag = (t * ROUNDS + round) as u8;
+                    let mut r = Request::new();
+                    r.write(lba, pattern(SS as usize, lba, 8, tag));
+                    dev.submit(r).unwrap();
+                    dev.flush().unwrap();
+                    // What a crash now would leave holds this request.
+                    let back = LogDevice::open(
+                        media.inner.durable(),
+                        &OpenOptions {
+                            read_only: true,
+                            ..OpenOptions::default()
+                        },
+                    )
+                    .unwrap();
+                    let mut buf = vec![0u8; 8 * SS as usize];
+                    back.read(lba, &mut buf).unwrap();
+                    assert!(
+                        buf == pattern(SS as usize, lba, 8, tag),
+                        "thread {t} round {round}: flush returned before its write was durable"
+                    );
+                }
+            });
+        }
+    });
+    let flush_calls = THREADS * ROUNDS;
+    let media_flushes = media.flushes.load(Ordering::Relaxed) - before;
+    println!("group commit: {flush_calls} flush calls from {THREADS} threads, {media_flushes} media flushes of 3 ms");
+    assert!(
+        media_flushes < flush_calls * 3 / 4,
+        "{media_flushes} media flushes for {flush_calls} flush calls: no group commit"
+    );
+    assert_eq!(dev.stats().flushes, flush_calls);
+}
+
+/// Submits go on while a flush waits for the media: a submit does not
+/// take as long as the flush in progress.
+#[test]
+fn submits_do_not_wait_for_a_media_flush() {
+    let media = SlowFlush {
+        inner: SimMedia::new(SS, 16 << 20),
+        delay: Duration::from_millis(400),
+        flushes: Arc::default(),
+    };
+    let dev = LogDevice::format(
+        media,
+        &FormatOptions {
+            segment_size_bytes: 256 << 10,
+            write_behind: Some(false),
+            ..FormatOptions::default()
+        },
+    )
+    .unwrap();
+    let mut r = Request::new();
+    r.write(0, pattern(SS as usize, 0, 8, 1));
+    dev.submit(r).unwrap();
+    std::thread::scope(|s| {
+        let flusher = s.spawn(|| dev.flush().unwrap());
+        // Let the flush get to the media.
+        std::thread::sleep(Duration::from_millis(100));
+        let mut r = Request::new();
+        r.write(100, pattern(SS as usize, 100, 8, 2));
+        dev.submit(r).unwrap();
+        let mut buf = vec![0u8; 8 * SS as usize];
+        dev.read(100, &mut buf).unwrap();
+        assert_eq!(buf, pattern(SS as usize, 100, 8, 2));
+        assert!(
+            !flusher.is_finished(),
+            "the submit waited for the media flush"
+        );
+        flusher.join().unwrap();
+    });
+}
