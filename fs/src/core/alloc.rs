@@ -5,18 +5,12 @@
 //! unmapped go into a free set, everything above is free. Allocation takes
 //! the smallest free number, so the table stays dense.
 //!
-//! A freed number rests for [`REST`] further frees before it can be taken
-//! again. Why: FUSE names inodes by number, and a LOOKUP reply for the old
-//! inode that the kernel processes after the number was reused for a new
-//! one makes the kernel mark the *new* inode bad (stale generation), so its
-//! users get EIO (seen with four processes renaming and unlinking over 160
-//! shared names). The principled fix, not done, is to keep a number until
-//! the kernel's FORGET; resting it closes the window in practice.
+//! A freed number is reused at once. A caller that names inodes by number
+//! beyond the core (the FUSE kernel) keeps it out of reach until it forgets
+//! the inode: the core does not give a number back to the allocator while
+//! entries for it are held (`MountOptions::hold_lookups`, `Fs::forget`).
 
-use std::collections::{BTreeSet, VecDeque};
-
-/// Frees a number waits before it is reused.
-const REST: usize = 1024;
+use std::collections::BTreeSet;
 
 /// The allocator.
 #[derive(Clone, Debug, Default)]
@@ -29,8 +23,6 @@ pub(crate) struct InoAlloc {
     max: u64,
     /// Numbers in use.
     used: u64,
-    /// Freed numbers not yet back in `free`, oldest first.
-    resting: VecDeque<u64>,
 }
 
 impl InoAlloc {
@@ -47,7 +39,6 @@ impl InoAlloc {
             next: expect,
             max,
             used: used.len() as u64,
-            resting: VecDeque::new(),
         }
     }
 
@@ -66,14 +57,10 @@ impl InoAlloc {
     }
 
     /// Returns a number (freed inode, or an allocation whose request
-    /// failed): it rests first (see the module documentation).
+    /// failed).
     pub fn release(&mut self, ino: u64) {
         self.used -= 1;
-        self.resting.push_back(ino);
-        if self.resting.len() > REST {
-            let back = self.resting.pop_front().expect("more than REST resting");
-            self.give_back(back);
-        }
+        self.give_back(ino);
     }
 
     fn give_back(&mut self, ino: u64) {
@@ -113,26 +100,18 @@ mod tests {
         assert_eq!(b.allocate(), None);
     }
 
-    /// A freed number comes back only after REST more frees, then as the
-    /// smallest again (and folded into `next` at the top).
+    /// A freed number is the smallest free again (and folded into `next`
+    /// at the top).
     #[test]
-    fn freed_numbers_rest_before_reuse() {
-        let mut a = InoAlloc::from_used(&[1], u64::MAX);
-        let first: Vec<u64> = (0..REST as u64 + 2)
-            .map(|_| a.allocate().unwrap())
-            .collect();
-        a.release(first[0]);
-        assert_eq!(
-            a.allocate(),
-            Some(first.last().unwrap() + 1),
-            "reused at once"
-        );
-        for &ino in &first[1..=REST] {
-            a.release(ino);
-        }
-        // first[0] has rested REST frees: it is the smallest free again.
-        assert_eq!(a.allocate(), Some(first[0]));
-        // 1, first[REST + 1], the one taken after the first free, first[0].
+    fn freed_numbers_come_back() {
+        let mut a = InoAlloc::from_used(&[1], 100);
+        let got: Vec<u64> = (0..4).map(|_| a.allocate().unwrap()).collect();
+        assert_eq!(got, [2, 3, 4, 5]);
+        a.release(3);
+        assert_eq!(a.allocate(), Some(3));
+        a.release(5);
+        a.release(4);
+        assert_eq!(a.allocate(), Some(4));
         assert_eq!(a.used(), 4);
     }
 }

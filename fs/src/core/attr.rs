@@ -18,6 +18,15 @@ impl<D: AtomicDevice> Fs<D> {
         Ok(self.attr_of(inode))
     }
 
+    /// [`Fs::getattr`] for an entry handed out (READDIRPLUS): held as a
+    /// lookup is (see `MountOptions::hold_lookups`).
+    pub fn getattr_entry(&self, ino: u64) -> Result<FileAttr> {
+        let mut st = self.lock();
+        let attr = self.attr_of(self.inode(&mut st, ino)?);
+        self.hold(&mut st, ino);
+        Ok(attr)
+    }
+
     /// Changes attributes as one request (including any truncation), with
     /// Linux's rules: chmod by owner or root (setgid dropped for a group the
     /// caller is not in); chown by root, or by the owner to a group it is

@@ -61,6 +61,8 @@ pub struct Fs<D: AtomicDevice> {
     clock: Arc<dyn Clock>,
     read_only: bool,
     sync: bool,
+    /// `MountOptions::hold_lookups`.
+    hold_lookups: bool,
     state: Mutex<State>,
 }
 
@@ -121,6 +123,47 @@ impl<D: AtomicDevice> Fs<D> {
     /// fsyncdir: a device flush.
     pub fn fsyncdir(&self, _ino: u64, _datasync: bool) -> Result<()> {
         self.sync()
+    }
+
+    /// Counts one more entry handed out for `ino` (with the lock held
+    /// since the inode was found, so the number cannot have moved on).
+    fn hold(&self, st: &mut State, ino: u64) {
+        if self.hold_lookups {
+            *st.held.entry(ino).or_insert(0) += 1;
+        }
+    }
+
+    /// The caller forgot `n` entries of `ino` (FUSE FORGET). A freed
+    /// inode's number goes back to the allocator with the last one.
+    pub fn forget(&self, ino: u64, n: u64) {
+        let mut st = self.lock();
+        let st = &mut *st;
+        let Some(count) = st.held.get_mut(&ino) else {
+            return;
+        };
+        *count = count.saturating_sub(n);
+        if *count == 0 {
+            st.held.remove(&ino);
+            if st.freed_held.remove(&ino) {
+                st.alloc.release(ino);
+            }
+        }
+    }
+
+    /// Entries of `ino` handed out and not forgotten yet (0 without
+    /// `MountOptions::hold_lookups`).
+    pub fn held(&self, ino: u64) -> u64 {
+        self.lock().held.get(&ino).copied().unwrap_or(0)
+    }
+
+    /// Gives a freed inode's number back, or keeps it while entries for it
+    /// are held (see `MountOptions::hold_lookups`).
+    fn release_ino(st: &mut State, ino: u64) {
+        if st.held.contains_key(&ino) {
+            st.freed_held.insert(ino);
+        } else {
+            st.alloc.release(ino);
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

@@ -218,6 +218,7 @@ impl<D: AtomicDevice> Fs<D> {
             clock,
             read_only: opts.read_only,
             sync: opts.sync,
+            hold_lookups: opts.hold_lookups,
             state: Mutex::new(state),
         };
         if !opts.read_only {

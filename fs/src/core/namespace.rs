@@ -80,8 +80,9 @@ impl<D: AtomicDevice> Fs<D> {
                 found.ok_or(Errno::ENOENT)?.entry.ino
             }
         };
-        let inode = self.inode(&mut st, ino)?;
-        Ok(self.attr_of(inode))
+        let attr = self.attr_of(self.inode(&mut st, ino)?);
+        self.hold(&mut st, ino);
+        Ok(attr)
     }
 
     /// Creates a new inode of `mode` named `name` in `parent`, plus (for
@@ -220,6 +221,7 @@ impl<D: AtomicDevice> Fs<D> {
             u64::from(rdev),
             None,
         )?;
+        self.hold(&mut st, inode.ino);
         Ok(self.attr_of(&inode))
     }
 
@@ -248,19 +250,30 @@ impl<D: AtomicDevice> Fs<D> {
                     let _ = found;
                     return Err(Errno::EEXIST);
                 }
-                Some(found) => Some(found.entry.ino),
+                Some(found) => {
+                    // Held from here, so the number stays this inode's
+                    // while it is opened (and is given up if that fails).
+                    self.hold(&mut st, found.entry.ino);
+                    Some(found.entry.ino)
+                }
                 None => {
                     let mode = libc::S_IFREG | (mode & 0o7777);
                     let inode =
                         self.create_node(&mut st, ctx, parent, name.as_bytes(), mode, 0, None)?;
+                    self.hold(&mut st, inode.ino);
                     let fh = open_handle(&mut st, inode.ino, flags);
                     return Ok((self.attr_of(&inode), fh));
                 }
             }
         };
         let ino = existing.expect("handled above");
-        let fh = self.open(ctx, ino, flags)?;
-        Ok((self.getattr(ino)?, fh))
+        let opened = self
+            .open(ctx, ino, flags)
+            .and_then(|fh| Ok((self.getattr(ino)?, fh)));
+        if opened.is_err() && self.hold_lookups {
+            self.forget(ino, 1);
+        }
+        opened
     }
 
     /// Creates a directory.
@@ -268,6 +281,7 @@ impl<D: AtomicDevice> Fs<D> {
         let mut st = self.lock();
         let mode = libc::S_IFDIR | (mode & 0o7777);
         let inode = self.create_node(&mut st, ctx, parent, name.as_bytes(), mode, 0, None)?;
+        self.hold(&mut st, inode.ino);
         Ok(self.attr_of(&inode))
     }
 
@@ -291,6 +305,7 @@ impl<D: AtomicDevice> Fs<D> {
         let mode = libc::S_IFLNK | 0o777;
         let inode =
             self.create_node(&mut st, ctx, parent, name.as_bytes(), mode, 0, Some(target))?;
+        self.hold(&mut st, inode.ino);
         Ok(self.attr_of(&inode))
     }
 
@@ -326,6 +341,7 @@ impl<D: AtomicDevice> Fs<D> {
         txn.put(dir);
         txn.put(inode.clone());
         self.commit(st, txn)?;
+        self.hold(st, ino);
         Ok(self.attr_of(&inode))
     }
 

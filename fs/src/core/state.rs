@@ -1,6 +1,6 @@
 //! The in-memory state behind the metadata lock.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use super::alloc::InoAlloc;
@@ -32,6 +32,11 @@ pub(crate) struct State {
     /// Inodes with an orphan record on the media.
     pub orphans: BTreeSet<u64>,
     pub alloc: InoAlloc,
+    /// Entries handed out per inode that the caller has not forgotten yet
+    /// (`MountOptions::hold_lookups`: the FUSE kernel's lookup counts).
+    pub held: HashMap<u64, u64>,
+    /// Freed inodes whose numbers wait for their last forget.
+    pub freed_held: HashSet<u64>,
     /// Source of inode generations.
     pub generation: u32,
 }
@@ -48,6 +53,8 @@ impl State {
             next_fh: 1,
             orphans: BTreeSet::new(),
             alloc,
+            held: HashMap::new(),
+            freed_held: HashSet::new(),
             generation,
         }
     }

@@ -228,7 +228,7 @@ impl<D: AtomicDevice> Fs<D> {
                 st.buckets
                     .remove_range(l.region(ino), l.region(ino) + l.region_sectors);
             }
-            st.alloc.release(ino);
+            Self::release_ino(st, ino);
         }
         Ok(())
     }

@@ -335,6 +335,14 @@ pub struct MountOptions {
     /// Memory for decoded directory buckets (about 120 bytes for a bucket
     /// of one short name); `None` = 32 MiB.
     pub dir_cache_bytes: Option<usize>,
+    /// Count every entry handed out (lookup, create, mknod, mkdir,
+    /// symlink, link, [`Fs::getattr_entry`](crate::Fs::getattr_entry)) and
+    /// keep a freed inode's number from reuse until [`Fs::forget`](
+    /// crate::Fs::forget) has dropped them all. For a caller that names
+    /// inodes by number and may still act on an old entry, as the FUSE
+    /// kernel does: an entry for an old inode processed after its number
+    /// went to a new one makes the kernel mark the new inode bad (EIO).
+    pub hold_lookups: bool,
 }
 
 impl std::fmt::Debug for MountOptions {
@@ -344,6 +352,7 @@ impl std::fmt::Debug for MountOptions {
             .field("sync", &self.sync)
             .field("clock", &self.clock.as_ref().map(|_| "custom"))
             .field("dir_cache_bytes", &self.dir_cache_bytes)
+            .field("hold_lookups", &self.hold_lookups)
             .finish()
     }
 }

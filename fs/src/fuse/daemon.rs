@@ -151,6 +151,9 @@ pub fn core_options(cfg: &MountConfig) -> MountOptions {
     MountOptions {
         read_only: cfg.read_only,
         sync: cfg.sync,
+        // The kernel names inodes by number: a number is reused only after
+        // its FORGET.
+        hold_lookups: true,
         ..MountOptions::default()
     }
 }

@@ -389,7 +389,13 @@ impl<D: AtomicDevice + 'static> fuser::Filesystem for AtomFuse<D> {
     /// processes after the number's reuse marks the new inode bad (EIO), so
     /// the core lets freed numbers rest before reuse (core/alloc.rs);
     /// holding them until FORGET would close the window entirely.
-    fn forget(&self, _req: &Request, _ino: INodeNo, _nlookup: u64) {}
+    /// The kernel dropped `nlookup` lookups: once an inode's count is zero
+    /// and it was freed, its number may be reused (see
+    /// `MountOptions::hold_lookups`). BATCH_FORGET comes here too, one
+    /// inode at a time (fuser's default `batch_forget`).
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.fs.forget(ino.0, nlookup);
+    }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.fs.getattr(ino.0) {
@@ -936,13 +942,24 @@ fn readdir_plus<D: AtomicDevice>(
         let more = names.len() >= MAX_BATCH;
         batch(&names);
         for e in &names {
-            let attr = match fs.getattr(e.ino) {
+            // The kernel counts a lookup for every entry but `.` and `..`:
+            // hold those as a LOOKUP reply does, and give one back if the
+            // reply buffer is full and the entry is not sent.
+            let dot = e.name == "." || e.name == "..";
+            let attr = match if dot {
+                fs.getattr(e.ino)
+            } else {
+                fs.getattr_entry(e.ino)
+            } {
                 Ok(attr) => attr,
                 Err(Errno::ENOENT) => continue,
                 Err(_) if added => return Ok(()),
                 Err(err) => return Err(err),
             };
             if add(e, &attr) {
+                if !dot {
+                    fs.forget(e.ino, 1);
+                }
                 return Ok(());
             }
             added = true;
@@ -1080,7 +1097,14 @@ mod tests {
     fn dir_with_files(n: usize) -> (Fs<Arc<atomic_api::MemDevice>>, u64) {
         let dev = Arc::new(atomic_api::MemDevice::new(512, 1 << 30));
         Fs::mkfs(&dev, &crate::MkfsOptions::default()).unwrap();
-        let fs = Fs::mount(dev, &crate::MountOptions::default()).unwrap();
+        let fs = Fs::mount(
+            dev,
+            &crate::MountOptions {
+                hold_lookups: true,
+                ..crate::MountOptions::default()
+            },
+        )
+        .unwrap();
         let root = Ctx::root();
         let d = fs
             .mkdir(&root, crate::ROOT_INO, OsStr::new("d"), 0o755)
@@ -1132,12 +1156,28 @@ mod tests {
     #[test]
     fn readdirplus_lists_everything() {
         let (fs, d) = dir_with_files(300);
+        for i in 0..300 {
+            let ino = fs
+                .lookup(&Ctx::root(), d, OsStr::new(&format!("f{i:04}")))
+                .unwrap()
+                .ino;
+            // MKNOD and the LOOKUP above.
+            fs.forget(ino, 2);
+        }
         let names = list_plus(&fs, d, 20, |_| {});
         assert_eq!(names.len(), 302);
         let mut files: Vec<_> = names.into_iter().filter(|n| n.starts_with('f')).collect();
         files.sort();
         let want: Vec<_> = (0..300).map(|i| format!("f{i:04}")).collect();
         assert_eq!(files, want);
+        // Each file was sent once (the kernel counts a lookup for it), the
+        // entries refused by a full reply were given back, and `.` and
+        // `..` are not counted.
+        for f in &files {
+            let ino = fs.lookup(&Ctx::root(), d, OsStr::new(f)).unwrap().ino;
+            assert_eq!(fs.held(ino), 2, "{f}: readdirplus entry and this lookup");
+        }
+        assert_eq!(fs.held(d), 1, "the directory: its MKDIR only");
     }
 
     /// Whole batches of names removed between collecting them and reading
