@@ -464,19 +464,16 @@ impl<M: Media> AtomicDevice for LogDevice<M> {
         let r = st.flush_prepare(&*self.media);
         st.poison(r)?;
         let covers = st.stats.requests;
-        let written = st.write_gen;
-        let index = st.unsynced.then(|| st.start_media_flush());
-        st.flushing = true;
-        drop(st);
-        let r = match index {
-            Some(_) => self.media.flush().map_err(|e| io_err("flush", e)),
-            None => Ok(()),
-        };
-        let mut st = self.lock();
-        st.flushing = false;
-        self.flushed.notify_all();
-        st.poison(r)?;
-        if let Some(index) = index {
+        if st.unsynced {
+            let written = st.write_gen;
+            let index = st.start_media_flush();
+            st.flushing = true;
+            drop(st);
+            let r = self.media.flush().map_err(|e| io_err("flush", e));
+            st = self.lock();
+            st.flushing = false;
+            self.flushed.notify_all();
+            st.poison(r)?;
             st.media_flushed(index);
             if st.write_gen == written {
                 st.unsynced = false;

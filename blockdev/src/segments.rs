@@ -231,9 +231,8 @@ impl SegTable {
     /// replays a GC record that writes into it (the GC stream is replayed
     /// after the user stream, in its own order). Only the GC stream may
     /// take it: a user record naming it would be replayed before the GC
-    /// records that empty it. Returns how many segments were recycled.
-    pub fn recycle(&mut self, flush: u64) -> u64 {
-        let before = self.recycled.len();
+    /// records that empty it.
+    pub fn recycle(&mut self, flush: u64) {
         let info = &mut self.info;
         let recycled = &mut self.recycled;
         self.quarantine.retain(|&(s, at)| {
@@ -248,7 +247,6 @@ impl SegTable {
                 true
             }
         });
-        (self.recycled.len() - before) as u64
     }
 
     /// Frees `s` (a durable checkpoint no longer needs it).

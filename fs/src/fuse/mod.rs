@@ -383,16 +383,14 @@ impl<D: AtomicDevice + 'static> fuser::Filesystem for AtomFuse<D> {
         }
     }
 
-    /// Inode lifetimes are the core's business (open counts and link
-    /// counts), and lookup counts are not kept. A new generation alone does
-    /// not make reuse safe: a LOOKUP reply for the old inode that the kernel
-    /// processes after the number's reuse marks the new inode bad (EIO), so
-    /// the core lets freed numbers rest before reuse (core/alloc.rs);
-    /// holding them until FORGET would close the window entirely.
-    /// The kernel dropped `nlookup` lookups: once an inode's count is zero
-    /// and it was freed, its number may be reused (see
-    /// `MountOptions::hold_lookups`). BATCH_FORGET comes here too, one
-    /// inode at a time (fuser's default `batch_forget`).
+    /// The kernel dropped `nlookup` lookups. Inode lifetimes are the
+    /// core's business (link and open counts); what the lookup counts
+    /// decide is when a freed inode's *number* may be reused: only after
+    /// its last FORGET, since an entry for the old inode that the kernel
+    /// processes after the number went to a new one marks the new inode
+    /// bad (EIO), generation or not (see `MountOptions::hold_lookups`).
+    /// BATCH_FORGET comes here too, one inode at a time (fuser's default
+    /// `batch_forget`).
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
         self.fs.forget(ino.0, nlookup);
     }
