@@ -5,19 +5,34 @@
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use atomic_api::conformance::pattern;
 use atomic_api::{AtomicDevice, Request};
 use blockdev::{FormatOptions, LogDevice, Media, OpenOptions, SimMedia};
 
-/// A `SimMedia` whose flush takes `delay`, like a disk's cache flush.
+/// A `SimMedia` whose flush takes `delay`, like a disk's cache flush, and
+/// can be held at a gate until the test opens it.
 #[derive(Clone)]
 struct SlowFlush {
     inner: SimMedia,
     delay: Duration,
     flushes: Arc<AtomicU64>,
+    /// (held, entered): while `held`, a flush waits; `entered` says one
+    /// is waiting.
+    gate: Arc<(Mutex<(bool, bool)>, Condvar)>,
+}
+
+impl SlowFlush {
+    fn new(delay: Duration) -> SlowFlush {
+        SlowFlush {
+            inner: SimMedia::new(SS, 16 << 20),
+            delay,
+            flushes: Arc::default(),
+            gate: Arc::default(),
+        }
+    }
 }
 
 impl Media for SlowFlush {
@@ -34,6 +49,13 @@ impl Media for SlowFlush {
         self.inner.write_at(offset, data)
     }
     fn flush(&self) -> io::Result<()> {
+        {
+            let (lock, cv) = &*self.gate;
+            let mut g = lock.lock().unwrap();
+            g.1 = true;
+            cv.notify_all();
+            let _g = cv.wait_while(g, |g| g.0).unwrap();
+        }
         std::thread::sleep(self.delay);
         self.inner.flush()?;
         self.flushes.fetch_add(1, Ordering::Relaxed);
@@ -53,11 +75,7 @@ const ROUNDS: u64 = 12;
 
 #[test]
 fn flushes_from_many_threads_share_media_flushes_and_each_is_durable() {
-    let media = SlowFlush {
-        inner: SimMedia::new(SS, 16 << 20),
-        delay: Duration::from_millis(3),
-        flushes: Arc::default(),
-    };
+    let media = SlowFlush::new(Duration::from_millis(3));
     let dev = LogDevice::format(
         media.clone(),
         &FormatOptions {
@@ -108,17 +126,13 @@ fn flushes_from_many_threads_share_media_flushes_and_each_is_durable() {
     assert_eq!(dev.stats().flushes, flush_calls);
 }
 
-/// Submits go on while a flush waits for the media: a submit does not
-/// take as long as the flush in progress.
+/// Submits and reads go on while a flush is at the media: with the flush
+/// held there, a submit and a read of what it wrote complete.
 #[test]
 fn submits_do_not_wait_for_a_media_flush() {
-    let media = SlowFlush {
-        inner: SimMedia::new(SS, 16 << 20),
-        delay: Duration::from_millis(400),
-        flushes: Arc::default(),
-    };
+    let media = SlowFlush::new(Duration::ZERO);
     let dev = LogDevice::format(
-        media,
+        media.clone(),
         &FormatOptions {
             segment_size_bytes: 256 << 10,
             write_behind: Some(false),
@@ -129,20 +143,27 @@ fn submits_do_not_wait_for_a_media_flush() {
     let mut r = Request::new();
     r.write(0, pattern(SS as usize, 0, 8, 1));
     dev.submit(r).unwrap();
+    let (lock, cv) = &*media.gate;
+    lock.lock().unwrap().0 = true;
     std::thread::scope(|s| {
         let flusher = s.spawn(|| dev.flush().unwrap());
-        // Let the flush get to the media.
-        std::thread::sleep(Duration::from_millis(100));
-        let mut r = Request::new();
-        r.write(100, pattern(SS as usize, 100, 8, 2));
-        dev.submit(r).unwrap();
-        let mut buf = vec![0u8; 8 * SS as usize];
-        dev.read(100, &mut buf).unwrap();
-        assert_eq!(buf, pattern(SS as usize, 100, 8, 2));
-        assert!(
-            !flusher.is_finished(),
-            "the submit waited for the media flush"
-        );
+        drop(cv.wait_while(lock.lock().unwrap(), |g| !g.1).unwrap());
+        let (done_tx, done) = mpsc::channel();
+        let dev = &dev;
+        s.spawn(move || {
+            let mut r = Request::new();
+            r.write(100, pattern(SS as usize, 100, 8, 2));
+            dev.submit(r).unwrap();
+            let mut buf = vec![0u8; 8 * SS as usize];
+            dev.read(100, &mut buf).unwrap();
+            done_tx.send(buf).unwrap();
+        });
+        // Generous: it takes microseconds unless it waits for the flush.
+        let got = done.recv_timeout(Duration::from_secs(10));
+        lock.lock().unwrap().0 = false;
+        cv.notify_all();
         flusher.join().unwrap();
+        let buf = got.expect("the submit waited for the media flush");
+        assert_eq!(buf, pattern(SS as usize, 100, 8, 2));
     });
 }

@@ -94,11 +94,14 @@ pub fn distinct_sectors_written<'a>(
     sectors.len() as u64
 }
 
-/// A device wrapper that records every accepted request, so tests can count
-/// requests and the distinct sectors they write on any `AtomicDevice`.
+/// A device wrapper that records every accepted request and counts reads,
+/// so tests can count requests, the distinct sectors they write and the
+/// reads an operation needs, on any `AtomicDevice`.
 pub struct Recorder<D> {
     inner: D,
     log: std::sync::Mutex<Vec<Request>>,
+    /// Read calls that reached the device.
+    reads: std::sync::atomic::AtomicU64,
 }
 
 impl<D: atomic_api::AtomicDevice> Recorder<D> {
@@ -106,7 +109,14 @@ impl<D: atomic_api::AtomicDevice> Recorder<D> {
         Recorder {
             inner,
             log: std::sync::Mutex::new(Vec::new()),
+            reads: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Read calls that reached the device so far (the core's caches
+    /// answer the others).
+    pub fn reads(&self) -> u64 {
+        self.reads.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The wrapped device.
@@ -134,6 +144,8 @@ impl<D: atomic_api::AtomicDevice> atomic_api::AtomicDevice for Recorder<D> {
         Ok(())
     }
     fn read(&self, lba: u64, buf: &mut [u8]) -> atomic_api::Result<()> {
+        self.reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.inner.read(lba, buf)
     }
     fn flush(&self) -> atomic_api::Result<()> {
