@@ -146,7 +146,10 @@ impl<D: AtomicDevice> Fs<D> {
         let ss = self.sector_size();
         let mut req = Request::new();
         for (ino, inode) in &txn.inodes {
-            if !txn.freed.contains(ino) {
+            // An inode equal to its cached version (the one on the media)
+            // is not written: a rewrite of file data within one clock tick
+            // changes nothing in it (see `SystemClock`).
+            if !txn.freed.contains(ino) && st.inodes.get(ino) != Some(inode) {
                 req.write(l.inode_lba(*ino), inode.encode(ss));
             }
         }

@@ -118,16 +118,33 @@ pub trait Clock: Send + Sync {
     fn now(&self) -> Timespec;
 }
 
-/// The real clock (`SystemTime::now`).
+/// The real clock (see the `Clock` impl for its granularity).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SystemClock;
 
+/// The wall clock at the granularity the kernel's own file systems stamp
+/// files with (`CLOCK_REALTIME_COARSE`: one scheduler tick, 1–10 ms).
+/// Nanosecond stamps changed an inode on every write, so a rewrite of a
+/// file block plus fsync wrote the inode sector each time; within one
+/// tick the inode is unchanged and is not written (`Fs::commit` skips
+/// inodes equal to their cached version), as ext4 and xfs skip logging it.
+/// Times set explicitly (utimensat) keep their nanoseconds.
 impl Clock for SystemClock {
     fn now(&self) -> Timespec {
-        let d = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        Timespec::new(d.as_secs() as i64, d.subsec_nanos())
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid out pointer; CLOCK_REALTIME_COARSE exists
+        // on every Linux since 2.6.32.
+        let r = unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) };
+        if r != 0 {
+            let d = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            return Timespec::new(d.as_secs() as i64, d.subsec_nanos());
+        }
+        Timespec::new(ts.tv_sec, ts.tv_nsec as u32)
     }
 }
 
