@@ -147,6 +147,19 @@ impl AlignedBuf {
     pub fn clear(&mut self) {
         self.len = 0;
     }
+
+    /// Sets the length to `len` (≤ capacity) without zeroing: bytes past
+    /// the old length keep what they last held. For a buffer about to be
+    /// overwritten whole (a read into a reused buffer), where zeroing it
+    /// first would be wasted work. Safe: the whole allocation is always
+    /// initialised.
+    pub fn set_len_keep(&mut self, len: usize) {
+        assert!(
+            len <= self.capacity,
+            "AlignedBuf cannot grow past its capacity"
+        );
+        self.len = len;
+    }
 }
 
 impl Drop for AlignedBuf {
