@@ -20,6 +20,8 @@ struct HeldReads {
     gate: Arc<(Mutex<Gate>, Condvar)>,
     delay: Duration,
     reads: Arc<AtomicU64>,
+    flushes: Arc<AtomicU64>,
+    discards: Arc<AtomicU64>,
 }
 
 #[derive(Default)]
@@ -35,6 +37,8 @@ impl HeldReads {
             gate: Arc::default(),
             delay,
             reads: Arc::default(),
+            flushes: Arc::default(),
+            discards: Arc::default(),
         }
     }
 
@@ -81,9 +85,11 @@ impl Media for HeldReads {
         self.inner.write_at(offset, data)
     }
     fn flush(&self) -> io::Result<()> {
+        self.flushes.fetch_add(1, Ordering::SeqCst);
         self.inner.flush()
     }
     fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.discards.fetch_add(1, Ordering::SeqCst);
         self.inner.discard(offset, len)
     }
     fn describe(&self) -> String {
@@ -136,6 +142,22 @@ fn write_range(dev: &impl AtomicDevice, lba: u64, n: u64, version: u64) {
     dev.submit(req).unwrap();
 }
 
+/// The scheduler state of thread `tid` of this process (`R`, `S`, `D`...),
+/// from `/proc/self/task/TID/stat`.
+fn thread_state(tid: i32) -> char {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat"))
+        .unwrap_or_else(|e| panic!("thread {tid}: {e}"));
+    // "tid (comm) S ...": the comm may hold spaces and parentheses.
+    let after = &stat[stat.rfind(')').expect("comm in stat") + 1..];
+    after.trim_start().chars().next().expect("state in stat")
+}
+
+/// Deterministic, without a timing window: the checkpoint runs while a read
+/// is held at the media, and the test waits until the checkpoint thread has
+/// flushed the checkpoint and then either finished or gone to sleep. Past
+/// its flushes a checkpoint has nothing to sleep on but the readers guard
+/// (the held read owns no lock it needs), so asleep means it is waiting
+/// for the read, and finished means it released segments under it.
 #[test]
 fn a_checkpoint_waits_for_reads_in_flight() {
     let media = HeldReads::new(SimMedia::new(SS, 4 << 20), Duration::ZERO);
@@ -149,6 +171,7 @@ fn a_checkpoint_waits_for_reads_in_flight() {
     dev.flush().unwrap();
     dev.checkpoint().unwrap();
     media.arm();
+    let tid = std::sync::atomic::AtomicI32::new(0);
     std::thread::scope(|s| {
         let reader = s.spawn(|| {
             let mut buf = vec![0u8; 16 * SS as usize];
@@ -156,18 +179,45 @@ fn a_checkpoint_waits_for_reads_in_flight() {
             buf
         });
         media.wait_entered();
+        let flushes_before = media.flushes.load(Ordering::SeqCst);
+        let discards_before = media.discards.load(Ordering::SeqCst);
         let ckpt = s.spawn(|| {
+            // SAFETY: gettid has no preconditions.
+            tid.store(unsafe { libc::gettid() }, Ordering::SeqCst);
             write_range(&dev, 100, 4, 1);
             dev.checkpoint().unwrap();
         });
-        std::thread::sleep(Duration::from_millis(200));
-        let went_ahead = ckpt.is_finished();
+        let mut polls = 0u32;
+        let asleep = loop {
+            if ckpt.is_finished() {
+                break false;
+            }
+            let t = tid.load(Ordering::SeqCst);
+            if t != 0
+                && media.flushes.load(Ordering::SeqCst) >= flushes_before + 2
+                && thread_state(t) == 'S'
+            {
+                break true;
+            }
+            polls += 1;
+            assert!(
+                polls < 60_000,
+                "the checkpoint neither finished nor waited within a minute"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        let discarded = media.discards.load(Ordering::SeqCst) - discards_before;
         media.open();
         let buf = reader.join().unwrap();
         ckpt.join().unwrap();
         assert!(
-            !went_ahead,
-            "the checkpoint went ahead while a read was still reading the media"
+            asleep,
+            "the checkpoint finished while a read was still reading the media"
+        );
+        assert_eq!(discarded, 0, "segments were discarded under a read");
+        assert!(
+            media.discards.load(Ordering::SeqCst) > discards_before,
+            "the checkpoint released nothing: the test proves nothing"
         );
         for (i, got) in buf.chunks_exact(SS as usize).enumerate() {
             check_sector(i as u64, got).unwrap();
