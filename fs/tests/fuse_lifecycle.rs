@@ -337,6 +337,58 @@ fn background_daemon_logs_to_the_log_file() {
     assert!(!is_mounted(&s.mnt));
 }
 
+/// At the default level a clean session logs nothing: an ioctl (Python's
+/// `open` asks TCGETS of every file) is ENOTTY, a poll answers ready, and
+/// the unmount by `umount` leaves no warning, where fuser's defaults put
+/// a warning in the log for each of them.
+#[test]
+fn a_clean_session_logs_nothing() {
+    if !fuse_available("a_clean_session_logs_nothing") {
+        return;
+    }
+    let s = Scratch::new();
+    make_image(&s.image, 64 << 20);
+    let log = s.dir.path().join("atomfs.log");
+    let out = Command::new(ATOMFS)
+        .arg(&s.image)
+        .arg(&s.mnt)
+        .arg("-o")
+        .arg(format!("log={}", log.display()))
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    fs::write(s.path("f"), b"x").unwrap();
+    let f = fs::File::open(s.path("f")).unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+    let mut winsize = [0u16; 4];
+    // SAFETY: TIOCGWINSZ writes a struct winsize (four u16) to the pointer.
+    let r = unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, winsize.as_mut_ptr()) };
+    assert_eq!(r, -1);
+    assert_eq!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::ENOTTY)
+    );
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN | libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    assert_eq!(unsafe { libc::poll(&mut pfd, 1, 0) }, 1);
+    assert_eq!(pfd.revents, libc::POLLIN | libc::POLLOUT);
+    drop(f);
+    umount(&s.mnt);
+    wait_released(&s.image);
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(text.is_empty(), "the log of a clean session: {text}");
+}
+
 #[test]
 fn sigkill_keeps_fsynced_data_and_loses_only_unsynced() {
     if !fuse_available("sigkill_keeps_fsynced_data_and_loses_only_unsynced") {

@@ -126,6 +126,7 @@ fn init_logging(debug: bool, file: Option<&Path>, foreground: bool) -> Result<()
     let mut builder =
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level));
     builder.format_timestamp_millis();
+    let to_syslog = file.is_none() && !foreground;
     if let Some(path) = file {
         let f = std::fs::OpenOptions::new()
             .create(true)
@@ -133,17 +134,66 @@ fn init_logging(debug: bool, file: Option<&Path>, foreground: bool) -> Result<()
             .open(path)
             .map_err(|e| format!("{}: cannot open the log: {e}", path.display()))?;
         builder.target(env_logger::Target::Pipe(Box::new(f)));
-    } else if !foreground {
-        let inner = builder.build();
-        log::set_max_level(inner.filter());
+    }
+    let inner = builder.build();
+    log::set_max_level(inner.filter());
+    let out: Box<dyn log::Log> = if to_syslog {
         // SAFETY: a static ident; openlog keeps the pointer.
         unsafe { libc::openlog(c"atomfs".as_ptr(), libc::LOG_PID, libc::LOG_DAEMON) };
-        return log::set_boxed_logger(Box::new(Syslog { inner }))
-            .map_err(|e| format!("cannot set up logging: {e}"));
-    }
-    builder
-        .try_init()
+        Box::new(Syslog { inner })
+    } else {
+        Box::new(inner)
+    };
+    log::set_boxed_logger(Box::new(QuietUnmount { out }))
         .map_err(|e| format!("cannot set up logging: {e}"))
+}
+
+/// Passes every record on, except fuser's warning that its own unmount
+/// failed because the mount point is no longer mounted (EINVAL), which goes
+/// out at debug level. fuser unmounts again when its session ends; after a
+/// `umount` by the user, the normal way to stop atomfs, that always fails
+/// so, and the warning appeared at every clean unmount (fuser's comment on
+/// it: "not necessarily an error: may happen if a user called 'umount'").
+/// Any other unmount failure (EBUSY...) stays a warning.
+struct QuietUnmount {
+    out: Box<dyn log::Log>,
+}
+
+impl QuietUnmount {
+    fn already_unmounted(record: &log::Record) -> bool {
+        if record.level() != log::Level::Warn || !record.target().starts_with("fuser") {
+            return false;
+        }
+        let msg = record.args().to_string();
+        (msg.starts_with("Failed to umount filesystem") || msg.starts_with("Unmount failed"))
+            && msg.contains(&format!("(os error {})", libc::EINVAL))
+    }
+}
+
+impl log::Log for QuietUnmount {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        self.out.enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record) {
+        if !Self::already_unmounted(record) {
+            return self.out.log(record);
+        }
+        self.out.log(
+            &log::Record::builder()
+                .level(log::Level::Debug)
+                .target(record.target())
+                .args(*record.args())
+                .module_path(record.module_path())
+                .file(record.file())
+                .line(record.line())
+                .build(),
+        );
+    }
+
+    fn flush(&self) {
+        self.out.flush()
+    }
 }
 
 /// The background daemon's logger: env_logger's filter, syslog's output.

@@ -35,9 +35,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use atomic_api::AtomicDevice;
 use fuser::{
     AccessFlags, CopyFileRangeFlags, FileHandle, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs,
-    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    IoctlFlags, KernelConfig, LockOwner, OpenFlags, PollEvents, PollFlags, PollNotifier,
+    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty,
+    ReplyEntry, ReplyIoctl, ReplyLseek, ReplyOpen, ReplyPoll, ReplyStatfs, ReplyWrite, ReplyXattr,
+    Request, TimeOrNow, WriteFlags,
 };
 
 use crate::core::types::{
@@ -611,6 +612,43 @@ impl<D: AtomicDevice + 'static> fuser::Filesystem for AtomFuse<D> {
         _fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
+    ) {
+        reply.error(fuser::Errno::ENOSYS);
+    }
+
+    /// No ioctl is supported: ENOTTY, as ext4 answers an unknown one, and
+    /// without the log line fuser's default writes. Programs issue them
+    /// unasked (Python's `open` asks TCGETS of every file it opens to see
+    /// whether it is a terminal), and each used to put a three-line
+    /// warning in syslog.
+    #[allow(clippy::too_many_arguments)]
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: ReplyIoctl,
+    ) {
+        reply.error(fuser::Errno::ENOTTY);
+    }
+
+    /// Regular files and directories are always ready. ENOSYS makes the
+    /// kernel answer every poll of this mount itself with the default
+    /// mask (`fc->no_poll`), which says exactly that; fuser's default
+    /// answer is the same ENOSYS but with a warning in the log.
+    fn poll(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _ph: PollNotifier,
+        _events: PollEvents,
+        _flags: PollFlags,
+        reply: ReplyPoll,
     ) {
         reply.error(fuser::Errno::ENOSYS);
     }
