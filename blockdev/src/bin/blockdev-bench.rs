@@ -280,9 +280,10 @@ const SEQ_FLUSH_BYTES: u64 = 64 * MIB;
 /// from distinct buffers, as many as the device is given requests (the
 /// row with the target), and one that rewrites a single 1 MiB buffer (the
 /// baseline of earlier runs). The single buffer stays in the CPU caches,
-/// and on this VM the host's copy from cache is faster than from memory:
+/// and on this VM writes from it are faster than writes from memory:
 /// 3.2-3.4 GB/s against 2.4-2.7 GB/s for the same GiB from distinct
-/// buffers, measured interleaved. The device never gets its data from one
+/// buffers, measured interleaved (why, inside the hypervisor, we cannot
+/// see). The device never gets its data from one
 /// hot buffer, so that loop measures more than the media.
 ///
 /// The three are interleaved at every flush: each run times 64 MiB slices
