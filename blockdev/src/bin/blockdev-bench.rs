@@ -291,7 +291,7 @@ const SEQ_FLUSH_BYTES: u64 = 64 * MIB;
 /// goes through all six permutations from slice to slice. Whole-GiB runs
 /// one after the other measured the host more than the layer: a run that
 /// followed two raw GiB ran up to 40 % slower than the first run of the
-/// invocation (the host was still writing the previous GiB back), and the
+/// invocation (probably the host still writing the previous GiB back), and the
 /// same code gave ratios of 0.70 to 0.97 from one invocation to the next.
 /// Each slice ends with a flush that waits for every write (write-behind
 /// included), so slices do not overlap and each pays its own pipeline
