@@ -36,8 +36,10 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use atomfs::fuse::daemon::{stop_signals, worker_threads};
+use atomfs::fuse::readahead;
 use fuser::{
     AccessFlags, Config, Errno, FileHandle, FileType, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, MountOption, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
@@ -55,9 +57,6 @@ const ENTRY_TTL: Duration = Duration::from_secs(1);
 /// to pages). The kernel caps every WRITE and READ at
 /// `fs.fuse.max_pages_limit` pages (256 = 1 MiB by default) for both.
 const MAX_WRITE: u32 = (4 << 20) - 4096;
-
-/// atomfs's readahead window (fs/src/fuse/readahead.rs), KiB.
-const READAHEAD_KIB: u32 = 4096;
 
 /// Linux's NAME_MAX, which atomfs enforces too.
 const NAME_MAX: usize = 255;
@@ -121,7 +120,7 @@ fn serve(dev: &Path, mnt: &Path) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", dev.display()))?;
     let tree = load(&device, device_bytes).map_err(|e| format!("{}: {e}", dev.display()))?;
     // Resolved before the mount: afterwards it would be a request to our
-    // own mount (see `keep_readahead`).
+    // own mount (see atomfs's `fuse::readahead`).
     let mount_dir = std::fs::canonicalize(mnt).map_err(|e| format!("{}: {e}", mnt.display()))?;
     let save_result = Arc::new(Mutex::new(Ok(())));
     let floor = Floor {
@@ -144,7 +143,7 @@ fn serve(dev: &Path, mnt: &Path) -> Result<(), String> {
     let mut session = Session::new(floor, mnt, &config)
         .map_err(|e| format!("{}: cannot mount: {e}", mnt.display()))?;
     stop_on_signal(session.unmount_callable(), mnt.to_path_buf())?;
-    raise_readahead(mount_dir);
+    readahead::raise_after_init(mount_dir, readahead::READAHEAD_KIB);
 
     match session.run() {
         // The unmount aborted the connection while a worker was reading a
@@ -161,14 +160,6 @@ fn serve(dev: &Path, mnt: &Path) -> Result<(), String> {
     saved.map_err(|e| format!("{}: {e}", dev.display()))
 }
 
-/// atomfs's `worker_threads` (fs/src/fuse/daemon.rs).
-fn worker_threads() -> usize {
-    std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .clamp(2, 8)
-        * 2
-}
-
 /// A buffer of zeros for READ replies, as large as the largest READ. Its
 /// pages are touched, so the copy to the kernel reads real memory as
 /// atomfs's read buffer does, not the shared zero page.
@@ -176,15 +167,6 @@ fn zeros() -> Vec<u8> {
     let mut z = vec![0u8; MAX_WRITE as usize + 4096];
     std::hint::black_box(&mut z[..]).fill(0);
     z
-}
-
-fn stop_signals() -> nix::sys::signal::SigSet {
-    use nix::sys::signal::{SigSet, Signal};
-    let mut set = SigSet::empty();
-    set.add(Signal::SIGTERM);
-    set.add(Signal::SIGINT);
-    set.add(Signal::SIGHUP);
-    set
 }
 
 /// Unmounts on SIGTERM, SIGINT or SIGHUP, so the session ends normally and
@@ -1540,97 +1522,6 @@ impl fuser::Filesystem for Floor {
             Err(e) => reply.error(e),
         }
     }
-}
-
-// ---------------------------------------------------------------------------
-// Readahead, as atomfs's fs/src/fuse/readahead.rs (private there)
-
-/// Raises the mount's readahead to atomfs's 4 MiB. The kernel caps it at
-/// 128 KiB when it processes INIT, so the only way up is the mount's
-/// backing-device setting, written afterwards (root only; otherwise the
-/// default stays). As atomfs: the device number comes from
-/// /proc/self/mountinfo (never a request to our own mount), and the
-/// setting is kept for a few seconds in case INIT's reply capped it after
-/// we wrote it.
-fn raise_readahead(mount_dir: PathBuf) {
-    let _ = std::thread::Builder::new()
-        .name("fuse-floor-readahead".into())
-        .spawn(move || {
-            if let Err(e) = keep_readahead(&mount_dir, READAHEAD_KIB) {
-                eprintln!(
-                    "fuse-floor: {}: readahead left at the kernel's default: {e}",
-                    mount_dir.display()
-                );
-            }
-        });
-}
-
-fn keep_readahead(mountpoint: &Path, kib: u32) -> io::Result<()> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
-    let (major, minor) = fuse_mount_dev(&mountinfo, mountpoint)
-        .ok_or_else(|| io::Error::other("no FUSE mount there in /proc/self/mountinfo"))?;
-    let path = format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb");
-    let want = kib.to_string();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let step = || -> io::Result<()> {
-        if std::fs::read_to_string(&path)?.trim() != want {
-            std::fs::write(&path, format!("{want}\n"))?;
-        }
-        Ok(())
-    };
-    let mut set = false;
-    while Instant::now() < deadline {
-        match step() {
-            Ok(()) => set = true,
-            // Unmounted within the few seconds: nothing left to keep.
-            Err(_) if set => return Ok(()),
-            Err(e) => return Err(e),
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Ok(())
-}
-
-/// The device number of the newest FUSE mount on `mountpoint` (mountinfo
-/// fields: id, parent, major:minor, root, mount point, ..., "-", fstype).
-fn fuse_mount_dev(mountinfo: &str, mountpoint: &Path) -> Option<(u32, u32)> {
-    let want = mountpoint.as_os_str().as_bytes();
-    mountinfo.lines().rev().find_map(|line| {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let dash = fields.iter().position(|f| *f == "-")?;
-        let fstype = fields.get(dash + 1)?;
-        if *fstype != "fuse" && !fstype.starts_with("fuse.") {
-            return None;
-        }
-        if unescape(fields.get(4)?) != want {
-            return None;
-        }
-        let (major, minor) = fields.get(2)?.split_once(':')?;
-        Some((major.parse().ok()?, minor.parse().ok()?))
-    })
-}
-
-/// Undoes mountinfo's `\ooo` escapes.
-fn unescape(field: &str) -> Vec<u8> {
-    let b = field.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let octal = b
-            .get(i + 1..i + 4)
-            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
-        match octal {
-            Some(d) if b[i] == b'\\' => {
-                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
-                i += 4;
-            }
-            _ => {
-                out.push(b[i]);
-                i += 1;
-            }
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -139,7 +139,7 @@ fn open_checked(
 
 /// Number of FUSE worker threads: enough that a slow fsync does not stall
 /// reads, bounded because writes serialise in the core anyway.
-fn worker_threads() -> usize {
+pub fn worker_threads() -> usize {
     std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .clamp(2, 8)
@@ -269,7 +269,7 @@ fn io_cause(e: &io::Error) -> String {
 }
 
 /// The signals that end the session (as libfuse: SIGHUP, SIGINT, SIGTERM).
-fn stop_signals() -> nix::sys::signal::SigSet {
+pub fn stop_signals() -> nix::sys::signal::SigSet {
     use nix::sys::signal::{SigSet, Signal};
     let mut set = SigSet::empty();
     set.add(Signal::SIGTERM);

@@ -25,7 +25,7 @@
 
 pub mod daemon;
 pub mod options;
-mod readahead;
+pub mod readahead;
 
 use std::ffi::OsStr;
 use std::path::Path;
