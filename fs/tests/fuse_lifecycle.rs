@@ -294,6 +294,22 @@ fn ctrl_c_during_a_daemonizing_mount_aborts_it() {
     m.unmount();
 }
 
+/// Mounts `s.image` in the background with `-o log=LOG`, `RUST_LOG` set to
+/// `rust_log` (unset if `None`, whatever the test runner's is).
+fn mount_logging_to(s: &Scratch, log: &Path, rust_log: Option<&str>) -> std::process::Output {
+    let mut cmd = Command::new(ATOMFS);
+    cmd.arg(&s.image)
+        .arg(&s.mnt)
+        .arg("-o")
+        .arg(format!("log={}", log.display()))
+        .stdin(std::process::Stdio::null());
+    match rust_log {
+        Some(level) => cmd.env("RUST_LOG", level),
+        None => cmd.env_remove("RUST_LOG"),
+    };
+    cmd.output().unwrap()
+}
+
 /// In the background the daemon's stderr is /dev/null; `-o log=PATH`
 /// appends its log to PATH instead (at `RUST_LOG`'s level; syslog without
 /// the option).
@@ -305,15 +321,7 @@ fn background_daemon_logs_to_the_log_file() {
     let s = Scratch::new();
     make_image(&s.image, 64 << 20);
     let log = s.dir.path().join("atomfs.log");
-    let out = Command::new(ATOMFS)
-        .arg(&s.image)
-        .arg(&s.mnt)
-        .arg("-o")
-        .arg(format!("log={}", log.display()))
-        .env("RUST_LOG", "debug")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
+    let out = mount_logging_to(&s, &log, Some("debug"));
     assert!(
         out.status.success(),
         "{}",
@@ -349,15 +357,7 @@ fn a_clean_session_logs_nothing() {
     let s = Scratch::new();
     make_image(&s.image, 64 << 20);
     let log = s.dir.path().join("atomfs.log");
-    let out = Command::new(ATOMFS)
-        .arg(&s.image)
-        .arg(&s.mnt)
-        .arg("-o")
-        .arg(format!("log={}", log.display()))
-        .env_remove("RUST_LOG")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
+    let out = mount_logging_to(&s, &log, None);
     assert!(
         out.status.success(),
         "{}",
