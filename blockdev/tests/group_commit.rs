@@ -73,10 +73,10 @@ const SS: u32 = 512;
 const THREADS: u64 = 8;
 const ROUNDS: u64 = 12;
 
-#[test]
-fn flushes_from_many_threads_share_media_flushes_and_each_is_durable() {
-    let media = SlowFlush::new(Duration::from_millis(3));
-    let dev = LogDevice::format(
+/// A small device on `media`, every write made by the caller (no
+/// write-behind thread), so flushes reach the media in call order.
+fn format(media: &SlowFlush) -> LogDevice<SlowFlush> {
+    LogDevice::format(
         media.clone(),
         &FormatOptions {
             segment_size_bytes: 256 << 10,
@@ -84,7 +84,13 @@ fn flushes_from_many_threads_share_media_flushes_and_each_is_durable() {
             ..FormatOptions::default()
         },
     )
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn flushes_from_many_threads_share_media_flushes_and_each_is_durable() {
+    let media = SlowFlush::new(Duration::from_millis(3));
+    let dev = format(&media);
     let before = media.flushes.load(Ordering::Relaxed);
     std::thread::scope(|s| {
         for t in 0..THREADS {
@@ -131,15 +137,7 @@ fn flushes_from_many_threads_share_media_flushes_and_each_is_durable() {
 #[test]
 fn submits_do_not_wait_for_a_media_flush() {
     let media = SlowFlush::new(Duration::ZERO);
-    let dev = LogDevice::format(
-        media.clone(),
-        &FormatOptions {
-            segment_size_bytes: 256 << 10,
-            write_behind: Some(false),
-            ..FormatOptions::default()
-        },
-    )
-    .unwrap();
+    let dev = format(&media);
     let mut r = Request::new();
     r.write(0, pattern(SS as usize, 0, 8, 1));
     dev.submit(r).unwrap();
